@@ -1,0 +1,9 @@
+"""keras_dualsig: dual-branch sigmoid heads for honest class activation maps.
+
+Implements Oh & Noh, "Beyond Softmax: Dual-Branch Sigmoid Architecture for
+Accurate Class Activation Maps", BMVC 2025 (arXiv:2511.05590) for Keras 3.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]
