@@ -4,6 +4,14 @@ Implements Oh & Noh, "Beyond Softmax: Dual-Branch Sigmoid Architecture for
 Accurate Class Activation Maps", BMVC 2025 (arXiv:2511.05590) for Keras 3.
 """
 
+from keras_dualsig.dual_sigmoid import DualSigmoidModel, dual_sigmoid
+from keras_dualsig.losses import ClassBalancedBinaryCrossentropy
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "ClassBalancedBinaryCrossentropy",
+    "DualSigmoidModel",
+    "__version__",
+    "dual_sigmoid",
+]

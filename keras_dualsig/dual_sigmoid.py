@@ -1,0 +1,341 @@
+"""Dual-branch sigmoid model surgery (Oh & Noh, BMVC 2025, arXiv:2511.05590)."""
+
+import keras
+from keras import ops
+
+from keras_dualsig import _graph
+from keras_dualsig._graph import describe, invalid
+from keras_dualsig._label_accuracy import LabelAccuracy
+from keras_dualsig.losses import ClassBalancedBinaryCrossentropy
+
+_INITS = ("fresh", "copy")
+_CONV_TYPES = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+# Authors' initialisation of Dense heads: N(0, 0.01), bias 0.
+_DENSE_INIT_STDDEV = 0.01
+BRANCH_SUFFIX = "_sigmoid"
+
+
+@keras.saving.register_keras_serializable(package="keras_dualsig")
+class DualSigmoidModel(keras.Model):
+    """A frozen classifier plus a trainable per-class sigmoid branch.
+
+    Built by `kd.dual_sigmoid`; see its docstring. Calling the model returns a
+    dict:
+      - "softmax": the original classifier's output, unchanged (B, C);
+      - "sigmoid": per-class sigmoid probabilities of the branch, float32 (B, C).
+
+    Only the branch trains. The trunk and the original head are frozen and
+    always run in inference mode (frozen BatchNorm uses its moving statistics,
+    Dropout is off), so the "softmax" output and the features are identical
+    in `fit` and in `predict`.
+
+    Attributes:
+        trunk: keras.Model, images -> feature map (B, h, w, channels). It shares
+            its layers with the original classifier.
+        softmax_head: the original head layers (frozen), in call order.
+        sigmoid_head: the branch layers, named `<original name>_sigmoid`.
+        feature_layer: name of the layer whose output enters both heads.
+        num_classes: number of classes C.
+    """
+
+    _is_dual_sigmoid = True
+
+    def __init__(
+        self,
+        trunk,
+        softmax_head,
+        sigmoid_head,
+        *,
+        head_kwargs=None,
+        logits_mode="preactivation",
+        num_logit_layers=None,
+        name=None,
+        **kwargs,
+    ):
+        # Images reach the trunk as given (converted to tensors, never cast), as
+        # in the original Functional model, so the "softmax" output is identical
+        # under mixed precision too.
+        kwargs["autocast"] = False
+        super().__init__(name=name, **kwargs)
+        self.trunk = trunk
+        self.softmax_head = list(softmax_head)
+        self.sigmoid_head = list(sigmoid_head)
+        self.head_kwargs = [
+            dict(kw) for kw in (head_kwargs or [{}] * len(softmax_head))
+        ]
+        self.logits_mode = logits_mode
+        self.num_logit_layers = (
+            len(self.softmax_head) if num_logit_layers is None else num_logit_layers
+        )
+        features = keras.KerasTensor(trunk.output.shape, dtype=trunk.output.dtype)
+        outputs = self.head_outputs(features)  # Builds the branch's variables.
+        self.num_classes = int(outputs["softmax"].shape[-1])
+        self.feature_layer = trunk.output._keras_history.operation.name
+        self.built = True
+
+    def build(self, input_shape=None):
+        # Built in __init__; present so Keras does not try a symbolic call.
+        self.built = True
+
+    @property
+    def trainable(self):
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        # Unfreezing the model must never unfreeze the original classifier.
+        self._trainable = bool(value)
+        for layer in getattr(self, "sigmoid_head", []):
+            layer.trainable = bool(value)
+
+    def head_outputs(self, features, training=False):
+        """Runs both heads on a feature map.
+
+        Args:
+            features: (B, h, w, channels) output of `trunk`.
+            training: training flag for the sigmoid branch (the original head
+                always runs in inference mode).
+
+        Returns:
+            dict of (B, C) tensors: "softmax" (original output), "softmax_logits"
+            (float32 pre-softmax logits), "sigmoid_logits" (float32 pre-sigmoid
+            logits), "sigmoid" (float32 probabilities).
+        """
+        softmax, softmax_logits = _graph.apply_head(
+            self.softmax_head,
+            self.head_kwargs,
+            self.logits_mode,
+            self.num_logit_layers,
+            features,
+            training=False,
+        )
+        z = features
+        for layer, kwargs in zip(self.sigmoid_head, self.head_kwargs, strict=False):
+            z = layer(z, **{**kwargs, "training": training})
+        sigmoid_logits = ops.cast(z, "float32")
+        return {
+            "softmax": softmax,
+            "softmax_logits": softmax_logits,
+            "sigmoid_logits": sigmoid_logits,
+            # keras.activations.sigmoid keeps the logits on its output (TF), which
+            # lets the loss use them exactly.
+            "sigmoid": keras.activations.sigmoid(sigmoid_logits),
+        }
+
+    def call(self, inputs, training=None):
+        features = self.trunk(inputs, training=False)
+        outputs = self.head_outputs(features, training=bool(training))
+        return {"softmax": outputs["softmax"], "sigmoid": outputs["sigmoid"]}
+
+    def logits(self, images):
+        """Pre-activation class scores of both heads, in inference mode.
+
+        Args:
+            images: a batch the classifier accepts, e.g. (B, H, W, 3).
+
+        Returns:
+            dict with "softmax" (pre-softmax logits of the original head; the
+            log-probabilities if the classifier has no separate logits) and
+            "sigmoid" (pre-sigmoid logits of the branch), float32 (B, C).
+        """
+        outputs = self.head_outputs(self.trunk(images, training=False))
+        return {
+            "softmax": outputs["softmax_logits"],
+            "sigmoid": outputs["sigmoid_logits"],
+        }
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
+        """Configures training of the sigmoid branch.
+
+        With no `loss`, the branch trains with `ClassBalancedBinaryCrossentropy`.
+        A loss that is not a dict applies to the "sigmoid" output only (the
+        original head is frozen). With no `metrics`, reports the accuracy of
+        both outputs ("softmax_accuracy", "sigmoid_accuracy"); a list of metrics
+        applies to the "sigmoid" output, and the string "accuracy" means
+        top-1 accuracy for integer or one-hot labels. Labels given to `fit`
+        (integer (B,) or one-hot (B, C)) serve both outputs.
+
+        Args:
+            optimizer: a Keras optimizer or its name.
+            loss: None, a loss, or a dict keyed by "softmax"/"sigmoid".
+            metrics: None, a list, or a dict keyed by "softmax"/"sigmoid".
+            **kwargs: other `keras.Model.compile` arguments.
+        """
+        if loss is None:
+            loss = ClassBalancedBinaryCrossentropy()
+        if not isinstance(loss, dict):
+            loss = {"sigmoid": loss}
+        if metrics is None:
+            metrics = {
+                "softmax": [LabelAccuracy(name="accuracy")],
+                "sigmoid": [LabelAccuracy(name="accuracy")],
+            }
+        elif not isinstance(metrics, dict):
+            metrics = {"sigmoid": list(metrics)}
+        metrics = {key: _resolve_metrics(value) for key, value in metrics.items()}
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, **kwargs):
+        return super().compute_loss(
+            x=x, y=_targets_for(y), y_pred=y_pred, sample_weight=sample_weight, **kwargs
+        )
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        return super().compute_metrics(x, _targets_for(y), y_pred, sample_weight)
+
+    def compile_from_config(self, config):
+        # `compile` only normalises its arguments, so the saved config (already
+        # normalised) can go straight back through it.
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if getattr(self, "optimizer", None) is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trunk": keras.saving.serialize_keras_object(self.trunk),
+            "softmax_head": [
+                keras.saving.serialize_keras_object(layer)
+                for layer in self.softmax_head
+            ],
+            "sigmoid_head": [
+                keras.saving.serialize_keras_object(layer)
+                for layer in self.sigmoid_head
+            ],
+            "head_kwargs": self.head_kwargs,
+            "logits_mode": self.logits_mode,
+            "num_logit_layers": self.num_logit_layers,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+
+        def load(item):
+            return keras.saving.deserialize_keras_object(
+                item, custom_objects=custom_objects
+            )
+
+        trunk = load(config.pop("trunk"))
+        softmax_head = [load(item) for item in config.pop("softmax_head")]
+        sigmoid_head = [load(item) for item in config.pop("sigmoid_head")]
+        return cls(trunk, softmax_head, sigmoid_head, **config)
+
+
+def _targets_for(y):
+    """One set of labels serves both outputs."""
+    if y is None or isinstance(y, dict):
+        return y
+    return {"softmax": y, "sigmoid": y}
+
+
+def _resolve_metrics(metrics):
+    if not isinstance(metrics, list | tuple):
+        metrics = [metrics]
+    return [
+        LabelAccuracy(name="accuracy") if m in ("accuracy", "acc") else m
+        for m in metrics
+    ]
+
+
+def _branch_layer(layer, *, is_logit_layer, init, seed):
+    """A fresh copy of a head layer for the sigmoid branch."""
+    config = layer.get_config()
+    config["name"] = layer.name + BRANCH_SUFFIX
+    config["trainable"] = True
+    if is_logit_layer and "activation" in config:
+        if _graph._activation_name(layer.activation) in _graph._FINAL_ACTIVATIONS:
+            config["activation"] = "linear"  # The sigmoid is applied in float32.
+    if init == "fresh":
+        if isinstance(layer, keras.layers.Dense):
+            config["kernel_initializer"] = keras.initializers.RandomNormal(
+                mean=0.0, stddev=_DENSE_INIT_STDDEV, seed=seed
+            )
+            config["bias_initializer"] = "zeros"
+        elif isinstance(layer, _CONV_TYPES):
+            config["kernel_initializer"] = keras.initializers.GlorotUniform(seed=seed)
+            config["bias_initializer"] = "zeros"
+    return layer.__class__.from_config(config)
+
+
+def dual_sigmoid(model, *, head_start=None, init="fresh", name=None, seed=None):
+    """Adds a per-class sigmoid branch to a trained Keras classifier.
+
+    The model surgery of Oh & Noh, "Beyond Softmax: Dual-Branch Sigmoid
+    Architecture for Accurate Class Activation Maps" (BMVC 2025): the
+    classifier's head (everything from the last spatial feature map to the
+    output) is cloned into a parallel branch whose final activation is a
+    per-class sigmoid. Every original layer is frozen (`trainable = False`, so
+    frozen BatchNorm runs in inference mode); only the branch trains. The
+    original output is untouched, so predictions and accuracy are bit-identical.
+    CAMs are then read from the branch (see `kd.cams`).
+
+    The head is found by walking back from the output until both a spatial
+    reduction (global pooling, Flatten, Reshape to rank 2) and a layer with
+    weights have been passed, stopping at a rank-4 feature map. Examples:
+    ResNet `GAP -> Dense`, VGG16 `Flatten -> fc1 -> fc2 -> predictions`,
+    MobileNet `GAP -> Dropout -> Conv2D(1x1) -> Reshape -> Softmax`, a
+    fully-convolutional `Conv2D(C) -> GAP -> Softmax`, and a nested backbone
+    `Sequential([backbone, GAP, Dense])`.
+
+    Note: the returned model shares its trunk and original head layers with
+    `model`, and those layers are frozen in place.
+
+    Args:
+        model: a trained, built keras.Model (Functional or Sequential, nested
+            backbones allowed) with one output (B, C) of probabilities or logits.
+        head_start: name of the first head layer; auto-detected when None.
+        init: "fresh" (paper: Dense kernels N(0, 0.01), conv kernels Glorot
+            uniform, zero biases) or "copy" (start from the softmax head's
+            weights).
+        name: name of the returned model; default `<model name>_dual_sigmoid`.
+        seed: optional int seed for the fresh initialisation.
+
+    Returns:
+        A `DualSigmoidModel` returning {"softmax": (B, C), "sigmoid": float32
+        (B, C)}.
+
+    Raises:
+        ValueError: (Keras template) if `model` is not a keras.Model, has several
+            outputs or an output that is not (B, C), is already dual, has no
+            classifier head; for an unknown `head_start` or `init`.
+
+    Example:
+    >>> dual = kd.dual_sigmoid(classifier)
+    >>> dual.compile(optimizer="sgd")
+    >>> dual.fit(images, labels, epochs=3)
+    >>> dual.predict(images)["sigmoid"].shape
+    (n, C)
+    """
+    if init not in _INITS:
+        raise invalid("init", f"one of {_INITS}", describe(init))
+    if seed is not None and not isinstance(seed, int):
+        raise invalid("seed", "None or an int", describe(seed))
+    parts = _graph.split_classifier(model, head_start=head_start)
+    branch_source = parts.head[: parts.num_logit_layers]
+    sigmoid_head = [
+        _branch_layer(
+            layer,
+            is_logit_layer=index == parts.num_logit_layers - 1,
+            init=init,
+            seed=None if seed is None else seed + index,
+        )
+        for index, layer in enumerate(branch_source)
+    ]
+    parts.trunk.trainable = False
+    for layer in parts.head:
+        layer.trainable = False
+    dual = DualSigmoidModel(
+        parts.trunk,
+        parts.head,
+        sigmoid_head,
+        head_kwargs=parts.head_kwargs,
+        logits_mode=parts.logits_mode,
+        num_logit_layers=parts.num_logit_layers,
+        name=name or f"{model.name}_dual_sigmoid",
+    )
+    if init == "copy":
+        for source, clone in zip(branch_source, sigmoid_head, strict=True):
+            clone.set_weights(source.get_weights())
+    return dual
