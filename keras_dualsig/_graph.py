@@ -274,7 +274,8 @@ def split_classifier(model, head_start=None):
         # An opaque last layer (e.g. a Lambda applying softmax): no separate
         # logits exist, fall back to log-probabilities.
         logits_mode = "log"
-    trunk = keras.Model(model.inputs, tensor, name=f"{model.name}_trunk")
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    trunk = keras.Model(inputs, tensor, name=f"{model.name}_trunk")
     return ClassifierParts(
         trunk=trunk,
         head=head,

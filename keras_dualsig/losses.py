@@ -80,6 +80,7 @@ class ClassBalancedBinaryCrossentropy(keras.losses.Loss):
         else:
             # Keras' TensorFlow sigmoid keeps its input on the output tensor.
             logits = getattr(y_pred, "_keras_logits", None)
+        y_pred = ops.convert_to_tensor(y_pred)
         num_classes = y_pred.shape[-1]
         if num_classes is None or num_classes < 2:
             raise invalid(
