@@ -144,6 +144,28 @@ class DualSigmoidModel(keras.Model):
             "sigmoid": outputs["sigmoid_logits"],
         }
 
+    def branch_model(self):
+        """The sigmoid branch alone, as a model from features to probabilities.
+
+        Shares its layers (and so its weights) with this model. The trunk is
+        frozen and deterministic, so its features can be computed once and the
+        branch trained on them: the same updates as `fit` on images without
+        augmentation, without running the trunk every epoch.
+
+        Returns:
+            Functional keras.Model, float (B, h, w, channels) features ->
+            float32 (B, C) sigmoid probabilities; compile it with
+            `ClassBalancedBinaryCrossentropy()`.
+        """
+        features = keras.Input(
+            self.trunk.output.shape[1:], dtype=self.trunk.output.dtype, name="features"
+        )
+        z = features
+        for layer, kwargs in zip(self.sigmoid_head, self.head_kwargs, strict=False):
+            z = layer(z, **kwargs)
+        probs = keras.layers.Activation("sigmoid", dtype="float32", name="sigmoid")(z)
+        return keras.Model(features, probs, name=f"{self.name}_branch")
+
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
         """Configures training of the sigmoid branch.
 

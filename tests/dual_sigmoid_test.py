@@ -380,3 +380,19 @@ def test_head_start_matches_auto_detection():
     assert earlier.feature_layer == "bn"
     images, _ = data(4)
     np.testing.assert_array_equal(np.asarray(earlier(images)["softmax"]), model(images))
+
+
+def test_branch_model_shares_weights_and_matches():
+    dual = kd.dual_sigmoid(small_cnn())
+    images, labels = data(16)
+    branch = dual.branch_model()
+    features = dual.trunk(images)
+    np.testing.assert_allclose(branch(features), dual(images)["sigmoid"], atol=1e-6)
+    assert {id(v) for v in branch.trainable_weights} == {
+        id(v) for v in dual.trainable_weights
+    }
+    branch.compile(
+        optimizer=keras.optimizers.SGD(0.5), loss=kd.ClassBalancedBinaryCrossentropy()
+    )
+    branch.fit(np.asarray(features), labels, epochs=1, verbose=0)
+    np.testing.assert_allclose(branch(features), dual(images)["sigmoid"], atol=1e-6)
