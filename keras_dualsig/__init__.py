@@ -4,8 +4,10 @@ Implements Oh & Noh, "Beyond Softmax: Dual-Branch Sigmoid Architecture for
 Accurate Class Activation Maps", BMVC 2025 (arXiv:2511.05590) for Keras 3.
 """
 
+from keras_dualsig import datasets, metrics, vis
 from keras_dualsig.dual_sigmoid import DualSigmoidModel, dual_sigmoid
 from keras_dualsig.losses import ClassBalancedBinaryCrossentropy
+from keras_dualsig.small_cnn import small_cnn
 
 __version__ = "0.1.0"
 
@@ -13,5 +15,9 @@ __all__ = [
     "ClassBalancedBinaryCrossentropy",
     "DualSigmoidModel",
     "__version__",
+    "datasets",
     "dual_sigmoid",
+    "metrics",
+    "small_cnn",
+    "vis",
 ]

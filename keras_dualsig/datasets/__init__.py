@@ -1,1 +1,36 @@
-"""Placeholder: filled in by its own issue."""
+"""Datasets: wsolevaluation-format tf.data pipelines and the embedded default.
+
+- `load_wsol` reads CUB, Stanford Cars, ImageNet or OpenImages in the metadata
+  format of clovaai/wsolevaluation; `read_wsol_metadata` gives the original
+  ground truth per image for evaluation scripts.
+- `cluttered_mnist` builds the embedded default dataset (real MNIST digits on
+  cluttered canvases, exact boxes and masks) in the same format, offline.
+"""
+
+from keras_dualsig.datasets.cluttered_mnist import (
+    ClutteredMNISTInfo,
+    cluttered_mnist,
+)
+from keras_dualsig.datasets.wsol import (
+    WSOL_DATASETS,
+    WSOL_LOCALIZATION,
+    WSOLMetadata,
+    WSOLRecord,
+    load_wsol,
+    read_mask,
+    read_wsol_metadata,
+    rescale_boxes,
+)
+
+__all__ = [
+    "WSOL_DATASETS",
+    "WSOL_LOCALIZATION",
+    "ClutteredMNISTInfo",
+    "WSOLMetadata",
+    "WSOLRecord",
+    "cluttered_mnist",
+    "load_wsol",
+    "read_mask",
+    "read_wsol_metadata",
+    "rescale_boxes",
+]

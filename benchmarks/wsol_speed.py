@@ -1,0 +1,246 @@
+"""Speed of `kd.metrics.BoxEvaluator` against the straightforward algorithm.
+
+Both evaluate the same CAM-like 224x224 score maps at the same 1001 thresholds
+(0.000 ... 1.000) in the same run, and must give identical results (asserted).
+The reference is the per-threshold loop of clovaai/wsolevaluation
+(`compute_bboxes_from_scoremaps` + `calculate_multiple_iou`): one OpenCV
+`findContours` per threshold, shared by the multi-contour (MaxBoxAccV2) and the
+largest-contour (MaxBoxAcc, GT-known Loc) boxes so that it does no redundant
+work. `BoxEvaluator` calls `findContours` once per distinct uint8 level.
+
+    python benchmarks/wsol_speed.py                      # 256 maps, ~15 s
+    python benchmarks/wsol_speed.py --num_images=2000    # more maps
+"""
+
+import os
+
+# oneDNN crashes in some TensorFlow kernels on CI CPUs; keras_dualsig imports TF.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import time  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+import keras_dualsig as kd  # noqa: E402
+
+_IOU_THRESHOLDS = (30, 50, 70)
+_LOC_THRESHOLD = 0.2
+
+
+def define_flags():
+    flags.DEFINE_integer("num_images", 256, "Number of score maps.")
+    flags.DEFINE_integer("size", 224, "Score map height and width.")
+    flags.DEFINE_integer("batch_size", 32, "Maps per BoxEvaluator.update call.")
+    flags.DEFINE_integer("seed", 0, "Seed of the random maps and boxes.")
+
+
+def cam_like_maps(num_images, size, rng):
+    """CAM-like maps: a ReLU'd 7x7 field, bilinear-resized, min-max scaled.
+
+    Like a CAM of a 224x224 input: one to three Gaussian bumps plus noise on
+    a 7x7 grid, rectified, upsampled bilinearly and normalised to [0, 1].
+
+    Returns:
+        float32 (num_images, size, size) in [0, 1].
+    """
+    grid = np.stack(np.meshgrid(np.arange(7), np.arange(7), indexing="ij"), -1)
+    maps = np.empty((num_images, size, size), np.float32)
+    for index in range(num_images):
+        field = rng.normal(0.0, 0.15, (7, 7))
+        for _ in range(rng.integers(1, 4)):
+            center = rng.uniform(0, 6, 2)
+            width = rng.uniform(0.7, 2.0)
+            field += rng.uniform(0.5, 1.0) * np.exp(
+                -((grid - center) ** 2).sum(-1) / (2 * width**2)
+            )
+        field = np.maximum(field, 0.0).astype(np.float32)
+        scoremap = cv2.resize(field, (size, size), interpolation=cv2.INTER_LINEAR)
+        scoremap -= scoremap.min()
+        maps[index] = scoremap / max(float(scoremap.max()), 1e-12)
+    return maps
+
+
+def gt_boxes_for(scoremaps, rng):
+    """GT boxes near each map's object: the box of `map > u`, jittered.
+
+    Gives accuracies in a realistic range; every third image gets a second,
+    random box.
+    """
+    num_images, height, width = scoremaps.shape
+    boxes = []
+    for scoremap in scoremaps:
+        ys, xs = np.nonzero(scoremap > rng.uniform(0.2, 0.6))
+        jitter = rng.integers(-12, 13, 4)
+        box = [
+            np.clip(xs.min() + jitter[0], 0, width - 1),
+            np.clip(ys.min() + jitter[1], 0, height - 1),
+            np.clip(xs.max() + jitter[2], 0, width - 1),
+            np.clip(ys.max() + jitter[3], 0, height - 1),
+        ]
+        box = [min(box[0], box[2]), min(box[1], box[3]), *box[2:]]
+        box[2], box[3] = max(box[0], box[2]), max(box[1], box[3])
+        image_boxes = [box]
+        if rng.random() < 1 / 3:
+            x0, y0 = rng.integers(0, width // 2), rng.integers(0, height // 2)
+            image_boxes.append(
+                [
+                    x0,
+                    y0,
+                    x0 + rng.integers(8, width // 2),
+                    y0 + rng.integers(8, height // 2),
+                ]
+            )
+        boxes.append(np.array(image_boxes, np.int64))
+    return boxes
+
+
+def _reference_iou(box_a, box_b):
+    """wsolevaluation's `calculate_multiple_iou` (inclusive pixel counts)."""
+    a, b = box_a[:, None, :], box_b[None, :, :]
+    inter = np.maximum(
+        0, np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1
+    ) * np.maximum(
+        0, np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1
+    )
+    area_a = (a[..., 2] - a[..., 0] + 1) * (a[..., 3] - a[..., 1] + 1)
+    area_b = (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1)
+    union = area_a + area_b - inter
+    degenerate = union <= 0
+    iou = inter / np.where(degenerate, 1, union)
+    iou[degenerate] = 0
+    return iou
+
+
+def _reference_boxes(scoremap, threshold):
+    """All boxes and the largest-contour box at one threshold (wsolevaluation)."""
+    height, width = scoremap.shape
+    image = np.expand_dims((scoremap * 255).astype(np.uint8), 2)
+    _, binary = cv2.threshold(
+        image, int(threshold * np.max(image)), 255, cv2.THRESH_BINARY
+    )
+    contours = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
+    if len(contours) == 0:
+        return [[0, 0, 0, 0]], [0, 0, 0, 0]
+
+    def to_box(contour):
+        x, y, w, h = cv2.boundingRect(contour)
+        return [x, y, min(x + w, width - 1), min(y + h, height - 1)]
+
+    return [to_box(c) for c in contours], to_box(max(contours, key=cv2.contourArea))
+
+
+class ReferenceBoxEvaluator:
+    """The straightforward per-threshold algorithm, BoxEvaluator's outputs.
+
+    Contours at every threshold, as wsolevaluation; the IoUs of one image are
+    computed in one vectorised call over the boxes of all thresholds (as
+    wsolevaluation's `BoxEvaluator.accumulate` does).
+    """
+
+    def __init__(self, thresholds):
+        self.thresholds = thresholds
+        self.num_correct = {d: np.zeros(len(thresholds)) for d in _IOU_THRESHOLDS}
+        self.num_correct_v1 = np.zeros(len(thresholds))
+        self.gt_known = self.top1 = self.count = 0
+
+    def update(self, scoremaps, gt_boxes, correct):
+        for scoremap, gt, is_correct in zip(scoremaps, gt_boxes, correct, strict=True):
+            multi, single, counts = [], [], []
+            for threshold in self.thresholds:
+                boxes, largest = _reference_boxes(scoremap, threshold)
+                multi.extend(boxes)
+                single.append(largest)
+                counts.append(len(boxes))
+            box_iou = _reference_iou(np.array(multi), gt).max(axis=1)
+            starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+            best_multi = np.maximum.reduceat(box_iou, starts)
+            best_single = _reference_iou(np.array(single), gt).max(axis=1)
+            for d in _IOU_THRESHOLDS:
+                self.num_correct[d][best_multi >= d / 100] += 1
+            self.num_correct_v1[best_single >= 0.5] += 1
+            _, loc_box = _reference_boxes(scoremap, _LOC_THRESHOLD)
+            hit = _reference_iou(np.array([loc_box]), gt).max() >= 0.5
+            self.gt_known += hit
+            self.top1 += hit and is_correct
+            self.count += 1
+
+    def result(self):
+        count = float(self.count)
+        best = [
+            float((self.num_correct[d] * 100.0 / count).max()) for d in _IOU_THRESHOLDS
+        ]
+        result = {"MaxBoxAccV2": float(np.mean(best))}
+        for d, value in zip(_IOU_THRESHOLDS, best, strict=True):
+            result[f"MaxBoxAcc@{d}"] = value
+        result["MaxBoxAcc"] = float((self.num_correct_v1 * 100.0 / count).max())
+        result["GT-known Loc"] = self.gt_known * 100.0 / count
+        result["Top-1 Loc"] = self.top1 * 100.0 / count
+        return result
+
+
+def run(flags_values):
+    """Times both algorithms on the same maps; returns the measurements.
+
+    The two alternate batch by batch, so that a change in machine load during
+    the run affects both alike.
+    """
+    rng = np.random.default_rng(flags_values.seed)
+    num_images, size = flags_values.num_images, flags_values.size
+    scoremaps = cam_like_maps(num_images, size, rng)
+    gt_boxes = gt_boxes_for(scoremaps, rng)
+    correct = rng.random(num_images) < 0.7
+    thresholds = np.arange(0, 1.001, 0.001)
+
+    evaluator = kd.metrics.BoxEvaluator(cam_thresholds=thresholds)
+    reference = ReferenceBoxEvaluator(thresholds)
+    fast_seconds = reference_seconds = 0.0
+    for begin in range(0, num_images, flags_values.batch_size):
+        batch = slice(begin, begin + flags_values.batch_size)
+        start = time.perf_counter()
+        evaluator.update(scoremaps[batch], gt_boxes[batch], correct[batch])
+        fast_seconds += time.perf_counter() - start
+        start = time.perf_counter()
+        reference.update(scoremaps[batch], gt_boxes[batch], correct[batch])
+        reference_seconds += time.perf_counter() - start
+
+    fast, expected = evaluator.result(), reference.result()
+    if fast != expected:
+        raise RuntimeError(f"Results differ: {fast} != {expected}")
+    return {
+        "num_images": num_images,
+        "size": size,
+        "num_thresholds": len(thresholds),
+        "reference_seconds": reference_seconds,
+        "fast_seconds": fast_seconds,
+        "result": fast,
+    }
+
+
+def main(argv):
+    del argv
+    m = run(flags.FLAGS)
+    reference_rate = m["num_images"] / m["reference_seconds"]
+    fast_rate = m["num_images"] / m["fast_seconds"]
+    print(
+        f"{m['num_images']} maps {m['size']}x{m['size']}, "
+        f"{m['num_thresholds']} CAM thresholds, identical results: "
+        + ", ".join(f"{k}={v:.2f}" for k, v in m["result"].items())
+    )
+    print("| algorithm | seconds | images/s | speed-up |")
+    print("|---|---:|---:|---:|")
+    print(
+        f"| per-threshold reference | {m['reference_seconds']:.2f} "
+        f"| {reference_rate:.1f} | 1.0x |"
+    )
+    print(
+        f"| kd.metrics.BoxEvaluator | {m['fast_seconds']:.2f} "
+        f"| {fast_rate:.1f} | {fast_rate / reference_rate:.1f}x |"
+    )
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

