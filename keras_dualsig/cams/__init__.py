@@ -1,1 +1,72 @@
-"""Placeholder: filled in by its own issue."""
+"""Class activation maps that read the sigmoid branch (or the softmax head).
+
+Oh & Noh, "Beyond Softmax: Dual-Branch Sigmoid Architecture for Accurate Class
+Activation Maps", BMVC 2025 (arXiv:2511.05590): every variant explains the
+logit of a class; on a `kd.DualSigmoidModel` the default is the sigmoid
+branch's logit with rectified channel weights, the softmax head is the
+baseline. All share `BaseCAM`'s call:
+`cam(images, class_index=None, *, branch="sigmoid", positive_weights=None,
+normalize=True, resize=True, batch_size=None)`.
+"""
+
+from keras_dualsig._graph import describe, invalid
+from keras_dualsig.cams.base import BaseCAM
+from keras_dualsig.cams.cam import CAM
+from keras_dualsig.cams.grad_cam import GradCAM
+from keras_dualsig.cams.grad_cam_plus_plus import GradCAMPlusPlus
+from keras_dualsig.cams.hires_cam import HiResCAM
+from keras_dualsig.cams.layer_cam import LayerCAM
+from keras_dualsig.cams.score_cam import ScoreCAM
+from keras_dualsig.cams.xgrad_cam import XGradCAM
+
+_BY_NAME = {
+    "cam": CAM,
+    "gradcam": GradCAM,
+    "gradcam++": GradCAMPlusPlus,
+    "xgradcam": XGradCAM,
+    "layercam": LayerCAM,
+    "hirescam": HiResCAM,
+    "scorecam": ScoreCAM,
+}
+_ALIASES = {"gradcamplusplus": "gradcam++", "gradcampp": "gradcam++"}
+
+
+def get(name):
+    """Returns a CAM class by name.
+
+    Args:
+        name: one of "cam", "gradcam", "gradcam++", "xgradcam", "layercam",
+            "hirescam", "scorecam". Case, "-", "_" and spaces are ignored
+            ("Grad-CAM++" works); a BaseCAM subclass is returned as is.
+
+    Returns:
+        The class, e.g. `kd.cams.GradCAM`.
+
+    Raises:
+        ValueError: (Keras template) for an unknown name; the message lists
+            the known names.
+
+    Example:
+    >>> cam = kd.cams.get("gradcam++")(dual)
+    """
+    if isinstance(name, type) and issubclass(name, BaseCAM):
+        return name
+    if isinstance(name, str):
+        key = name.lower().replace("-", "").replace("_", "").replace(" ", "")
+        key = _ALIASES.get(key, key)
+        if key in _BY_NAME:
+            return _BY_NAME[key]
+    raise invalid("name", f"one of {list(_BY_NAME)}", describe(name))
+
+
+__all__ = [
+    "CAM",
+    "BaseCAM",
+    "GradCAM",
+    "GradCAMPlusPlus",
+    "HiResCAM",
+    "LayerCAM",
+    "ScoreCAM",
+    "XGradCAM",
+    "get",
+]

@@ -1,0 +1,58 @@
+"""CAM: the class layer's weights are the channel weights."""
+
+import keras
+import tensorflow as tf
+
+from keras_dualsig._graph import invalid
+from keras_dualsig.cams._linear_head import class_weight_layer
+from keras_dualsig.cams.base import BaseCAM
+
+
+class CAM(BaseCAM):
+    """Class activation mapping (Zhou et al., CVPR 2016, arXiv:1512.04150).
+
+    For a head `GAP -> Dense` (or a 1x1 Conv2D before or after the pooling)
+    the logit is `z_k = mean_{i,j} sum_c W_ck A_cij + b_k`, so the channel
+    weights are the class layer's kernel row `w_c = W_ck`. On the sigmoid
+    branch the kernel of the branch's own layer (`<name>_sigmoid`) is read and
+    rectified by default (Oh & Noh, BMVC 2025, arXiv:2511.05590). Gradient
+    free; only the head's input can be explained. See `BaseCAM` for the call.
+
+    Args:
+        model: a DualSigmoidModel or a plain Keras classifier with a
+            `GAP -> Dense` style head.
+        layer: None or the head's input layer (`model.feature_layer`).
+
+    Raises:
+        ValueError: (Keras template) for a head CAM cannot read (VGG's fc
+            layers, several weighted layers, max pooling: use GradCAM), or a
+            `layer` other than the head's input.
+
+    Example:
+    >>> maps = kd.cams.CAM(dual)(images)
+    """
+
+    uses_gradients = False
+
+    def __init__(self, model, layer=None):
+        super().__init__(model, layer)
+        if self.layer != self.feature_layer:
+            raise invalid(
+                "layer",
+                f"None or the head's input {self.feature_layer!r} (CAM weights "
+                "exist only there; use GradCAM for other layers)",
+                repr(layer),
+            )
+        self._class_layer = class_weight_layer(
+            model.name, self._head_layers["softmax"], self._num_logit_layers
+        )
+
+    def channel_weights(self, activations, gradients, target):
+        layer = self._head_layers[target.branch][self._class_layer]
+        kernel = keras.ops.convert_to_tensor(layer.kernel)
+        # Dense (c, C) or 1x1 conv (1, 1, c, C) -> (C, c)
+        kernel = tf.transpose(
+            tf.reshape(tf.cast(kernel, tf.float32), (-1, kernel.shape[-1]))
+        )
+        # (C, c) -> (B, c)
+        return tf.gather(kernel, target.class_index)
