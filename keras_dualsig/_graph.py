@@ -12,6 +12,8 @@ import dataclasses
 import keras
 from keras import ops
 
+from keras_dualsig._errors import describe, invalid  # noqa: F401 (re-exported)
+
 # Layers that collapse the spatial axes of a feature map.
 _GLOBAL_POOLS = (
     keras.layers.GlobalAveragePooling2D,
@@ -29,23 +31,6 @@ _SCORE_PASSTHROUGH = (
 # Final activations that turn class scores into probabilities (or leave them):
 # the logits are what enters them.
 _FINAL_ACTIVATIONS = ("softmax", "sigmoid", "linear")
-
-
-def invalid(argument, expected, received):
-    """Returns a ValueError in the Keras template naming `argument`."""
-    return ValueError(
-        f"Invalid value received for argument `{argument}`. Expected {expected}. "
-        f"Received: {argument}={received}"
-    )
-
-
-def describe(value, limit=80):
-    """Short printable summary of a value for error messages."""
-    shape = getattr(value, "shape", None)
-    if shape is not None and len(shape) > 0:
-        return f"<{type(value).__name__} shape={tuple(shape)}>"
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _activation_name(activation):

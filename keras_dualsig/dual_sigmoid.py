@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_dualsig import _graph
-from keras_dualsig._graph import describe, invalid
+from keras_dualsig._errors import describe, invalid
 from keras_dualsig._label_accuracy import LabelAccuracy
 from keras_dualsig.losses import ClassBalancedBinaryCrossentropy
 

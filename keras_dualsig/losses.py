@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from keras_dualsig._graph import describe, invalid
+from keras_dualsig._errors import describe, invalid
 
 # Probabilities are clipped this far from 0 and 1 when no logits are available.
 _PROB_EPSILON = 1e-7

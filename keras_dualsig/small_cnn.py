@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_dualsig._graph import describe, invalid
+from keras_dualsig._errors import describe, invalid
 
 
 def small_cnn(

@@ -5,7 +5,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from keras_dualsig._graph import describe, invalid
+from keras_dualsig._errors import describe, invalid
 
 
 def _as_uint8_rgb(image, argument="image"):

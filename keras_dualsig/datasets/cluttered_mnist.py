@@ -28,6 +28,8 @@ import uuid
 
 import numpy as np
 
+from keras_dualsig._errors import invalid, invalid_value
+
 __all__ = ["ClutteredMNISTInfo", "cluttered_mnist"]
 
 # Bump when the generated content changes; it is part of the cache folder name and
@@ -112,9 +114,8 @@ class ClutteredMNISTInfo:
         from keras_dualsig.datasets.wsol import load_wsol
 
         if localization not in ("boxes", "masks"):
-            raise ValueError(
-                "Invalid value received for argument `localization`. Expected one "
-                f"of ('boxes', 'masks'). Received: localization={localization!r}"
+            raise invalid_value(
+                "localization", "one of ('boxes', 'masks')", localization
             )
         metadata_root = (
             self.metadata_root if localization == "boxes" else self.mask_metadata_root
@@ -427,16 +428,12 @@ def cluttered_mnist(
         ("num_val", num_val, 1),
         ("num_test", num_test, 1),
     ):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-            raise ValueError(
-                f"Invalid value received for argument `{name}`. Expected an int "
-                f">= {low}. Received: {name}={value!r}"
-            )
-        if value < low:
-            raise ValueError(
-                f"Invalid value received for argument `{name}`. Expected an int "
-                f">= {low}. Received: {name}={value!r}"
-            )
+        if (
+            not isinstance(value, (int, np.integer))
+            or isinstance(value, bool)
+            or value < low
+        ):
+            raise invalid_value(name, f"an int >= {low}", value)
     seed, image_size = int(seed), int(image_size)
     sizes = {"train": int(num_train), "val": int(num_val), "test": int(num_test)}
 
@@ -479,10 +476,10 @@ def cluttered_mnist(
 def _build_atomically(root, params, source, seed, image_size, sizes):
     """Builds into a temporary sibling folder, then renames it to `root`."""
     if os.path.isdir(root) and os.listdir(root) and _read_marker(root) is None:
-        raise ValueError(
-            f"Invalid value received for argument `root`. Expected a new or empty "
-            f"folder, or one built by cluttered_mnist(). Received: root={root!r}, "
-            f"which holds other files; it is left untouched."
+        raise invalid(
+            "root",
+            "a new or empty folder, or one built by cluttered_mnist()",
+            f"{root!r}, which holds other files; it is left untouched.",
         )
     parent, name = os.path.split(root)
     os.makedirs(parent, exist_ok=True)

@@ -16,6 +16,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from keras_dualsig._errors import invalid_value as _invalid
 from keras_dualsig.datasets import _wsol_metadata as _md
 from keras_dualsig.datasets._wsol_metadata import (
     WSOLMetadata,
@@ -64,13 +65,6 @@ _BOX_PADDING = -1.0
 _CACHED_SHUFFLE_BUFFER = 4096
 _ON_CORRUPT = ("raise", "skip")
 _IMAGENET = "imagenet"
-
-
-def _invalid(name, expected, value):
-    return ValueError(
-        f"Invalid value received for argument `{name}`. Expected {expected}. "
-        f"Received: {name}={value!r}"
-    )
 
 
 def _is_int(value):

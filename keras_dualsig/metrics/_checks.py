@@ -9,47 +9,8 @@ import numbers
 
 import numpy as np
 
-
-def invalid(argument, expected, received):
-    """A ValueError in the Keras template naming `argument`.
-
-    Args:
-        argument: the argument's name.
-        expected: what the argument should have been, as a phrase.
-        received: a short printable summary of the received value.
-
-    Returns:
-        ValueError: "Invalid value received for argument `argument`. Expected
-        ... Received: argument=...".
-    """
-    return ValueError(
-        f"Invalid value received for argument `{argument}`. Expected {expected}. "
-        f"Received: {argument}={received}"
-    )
-
-
-def summarize(value, limit=80):
-    """A short summary of a value: shape, dtype and range for arrays.
-
-    Whole arrays are never printed: a (64, 224, 224) batch of maps would bury
-    the message.
-    """
-    if isinstance(value, np.ndarray) or hasattr(value, "shape"):
-        array = np.asarray(value)
-        if array.ndim == 0:
-            return repr(array.item())
-        text = f"<array shape={array.shape} dtype={array.dtype}"
-        if array.size and np.issubdtype(array.dtype, np.number):
-            finite = array[np.isfinite(array)] if array.dtype.kind in "fc" else array
-            if finite.size:
-                text += f" min={finite.min():.6g} max={finite.max():.6g}"
-            if array.dtype.kind in "fc":
-                nans = int(np.isnan(array).sum())
-                if nans:
-                    text += f" nan_count={nans}"
-        return text + ">"
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+from keras_dualsig._errors import describe as summarize
+from keras_dualsig._errors import invalid  # noqa: F401 (used by the metrics)
 
 
 def as_array(value, argument):
