@@ -12,7 +12,7 @@ import dataclasses
 import keras
 from keras import ops
 
-from keras_dualsig._errors import describe, invalid  # noqa: F401 (re-exported)
+from keras_dualsig._errors import describe, invalid
 
 # Layers that collapse the spatial axes of a feature map.
 _GLOBAL_POOLS = (

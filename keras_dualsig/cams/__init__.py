@@ -9,7 +9,7 @@ baseline. All share `BaseCAM`'s call:
 normalize=True, resize=True, batch_size=None)`.
 """
 
-from keras_dualsig._graph import describe, invalid
+from keras_dualsig._errors import describe, invalid
 from keras_dualsig.cams.base import BaseCAM
 from keras_dualsig.cams.cam import CAM
 from keras_dualsig.cams.grad_cam import GradCAM

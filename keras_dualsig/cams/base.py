@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_dualsig import _graph
-from keras_dualsig._graph import describe, invalid
+from keras_dualsig._errors import describe, invalid
 
 BRANCHES = ("sigmoid", "softmax")
 # A map whose range (max - min) is at most this fraction of its largest

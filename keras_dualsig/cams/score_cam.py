@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from keras_dualsig._graph import describe, invalid
+from keras_dualsig._errors import describe, invalid
 from keras_dualsig.cams.base import BaseCAM
 
 # pytorch-grad-cam's epsilon when min-max normalising each upsampled channel.

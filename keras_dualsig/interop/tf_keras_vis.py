@@ -22,7 +22,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_dualsig._graph import describe, invalid, split_classifier
+from keras_dualsig._errors import describe, invalid
+from keras_dualsig._graph import split_classifier
 
 # Name of the identity layer on the head's input in `branch_model`; pass it as
 # tf-keras-vis's `penultimate_layer` with `seek_penultimate_conv_layer=False`.
