@@ -1,0 +1,128 @@
+"""Tests of training/evaluate.py on a tiny real dataset."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+from tensorflow.python.framework import config as tf_config
+
+import keras_dualsig as kd
+from training import common, evaluate
+
+METHODS = ["cam", "gradcam", "scorecam"]
+
+
+@pytest.fixture(autouse=True)
+def _no_op_determinism_leak():
+    # `common.setup` switches op determinism on for the whole process.
+    yield
+    tf_config.disable_op_determinism()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    info = kd.datasets.cluttered_mnist(
+        root=tmp_path_factory.mktemp("data"),
+        num_train=16,
+        num_val=8,
+        num_test=12,
+        image_size=56,
+    )
+    model_dir = tmp_path_factory.mktemp("model")
+    keras.utils.set_random_seed(0)
+    dual = kd.dual_sigmoid(kd.small_cnn(10, (56, 56, 3), width=8))
+    path = os.path.join(model_dir, "dual_sigmoid.keras")
+    dual.save(path)
+    common.write_model_info(str(model_dir), arch="small_cnn", image_size=56)
+    return info, path
+
+
+def _run(setup, tmp_path, localization):
+    info, model = setup
+    metadata = (
+        info.metadata_root if localization == "boxes" else info.mask_metadata_root
+    )
+    flags = common.config(
+        evaluate.SPEC,
+        dataset="custom",
+        data_root=info.data_root,
+        metadata_root=metadata,
+        num_classes=10,
+        batch_size=5,  # 12 images: batches of 5, 5 and 2.
+        model=model,
+        output_dir=str(tmp_path),
+        methods=METHODS,
+        scorecam_channels=4,
+        num_figure_images=3,
+    )
+    return evaluate.run(flags)
+
+
+def test_boxes_results_report_and_figures(setup, tmp_path):
+    results = _run(setup, tmp_path, "boxes")
+    with open(tmp_path / "results.json") as f:
+        assert json.load(f) == results
+    assert results["dataset"] == "custom"
+    assert results["num_images"] == 12
+    assert set(results["methods"]) == set(METHODS)
+    expected_keys = {
+        "Top-1 Loc",
+        "GT-known Loc",
+        "MaxBoxAccV2",
+        "Average Drop",
+        "Increase in Confidence",
+    }
+    for by_branch in results["methods"].values():
+        assert set(by_branch) == {"softmax", "sigmoid"}
+        for metrics in by_branch.values():
+            assert set(metrics) == expected_keys
+            assert all(0.0 <= value <= 100.0 for value in metrics.values())
+    # Top-1 Cls against an independent prediction of the same images.
+    info, model_path = setup
+    model = keras.models.load_model(model_path)
+    images, labels = [], []
+    for element in info.load("test"):
+        images.append(element["image"].numpy())
+        labels.append(int(element["label"]))
+    predicted = model.predict(np.stack(images), verbose=0)
+    for branch in ("softmax", "sigmoid"):
+        accuracy = 100.0 * np.mean(np.argmax(predicted[branch], -1) == labels)
+        assert results["top1_cls"][branch] == pytest.approx(accuracy)
+    report = (tmp_path / "report.md").read_text()
+    assert report.count("| + sigmoid branch |") == len(METHODS)
+    for method in METHODS:
+        figure = tmp_path / "figures" / f"{method}.png"
+        assert figure.stat().st_size > 1000
+
+
+def test_masks_give_pxap(setup, tmp_path):
+    results = _run(setup, tmp_path, "masks")
+    metrics = results["methods"]["gradcam"]["sigmoid"]
+    assert "PxAP" in metrics and "MaxBoxAccV2" not in metrics
+    assert 0.0 <= metrics["PxAP"] <= 100.0
+
+
+def test_format_report_by_hand():
+    results = {
+        "dataset": "toy",
+        "num_images": 4,
+        "top1_cls": {"softmax": 75.0, "sigmoid": 50.0},
+        "methods": {
+            "gradcam": {
+                "softmax": {"MaxBoxAccV2": 50.0, "Average Drop": 30.0},
+                "sigmoid": {"MaxBoxAccV2": 60.25, "Average Drop": 20.0},
+            }
+        },
+    }
+    report = evaluate.format_report(results)
+    assert "| Method | MaxBoxAccV2 ↑ | Average Drop ↓ |" in report
+    assert "| Grad-CAM | 50.00 | 30.00 |" in report
+    assert "| + sigmoid branch | 60.25 (+10.25) | 20.00 (-10.00) |" in report
+    assert "softmax 75.00%" in report and "sigmoid branch 50.00%" in report
+
+
+def test_missing_model_flag(tmp_path):
+    with pytest.raises(ValueError, match="--model"):
+        evaluate.run(common.config(evaluate.SPEC, output_dir=str(tmp_path)))

@@ -1,0 +1,322 @@
+r"""Evaluate both branches of a dual-sigmoid model with every CAM variant.
+
+For each method and branch: WSOL metrics (Top-1 Loc, GT-known Loc, MaxBoxAccV2 on
+box datasets; PxAP on mask datasets) from maps of the ground-truth class, and
+explanation fidelity (Average Drop, Increase in Confidence) from maps of the
+predicted class. Writes to --output_dir:
+  results.json  {"dataset", "num_images", "top1_cls", "methods": {m: {branch: {...}}}}
+  report.md     a paper-style table: baseline row, "+ sigmoid branch" row, deltas
+  figures/*.png test images with softmax- and sigmoid-branch maps side by side
+
+  python -m training.evaluate --model=runs/sig/dual_sigmoid.keras \
+      --output_dir=runs/eval
+"""
+
+import os
+
+# Some oneDNN conv gradients crash on common CPUs; must precede TF's import.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, logging  # noqa: E402
+
+import keras_dualsig as kd  # noqa: E402
+from training import common  # noqa: E402
+
+BRANCHES = ("softmax", "sigmoid")
+DEFAULT_METHODS = [
+    "cam",
+    "gradcam",
+    "gradcam++",
+    "xgradcam",
+    "layercam",
+    "hirescam",
+    "scorecam",
+]
+METHOD_TITLES = {
+    "cam": "CAM",
+    "gradcam": "Grad-CAM",
+    "gradcam++": "Grad-CAM++",
+    "xgradcam": "XGrad-CAM",
+    "layercam": "LayerCAM",
+    "hirescam": "HiResCAM",
+    "scorecam": "Score-CAM",
+}
+BOX_METRICS = ("Top-1 Loc", "GT-known Loc", "MaxBoxAccV2")
+FIDELITY_METRICS = ("Average Drop", "Increase in Confidence")
+LOWER_IS_BETTER = {"Average Drop"}
+
+SPEC = [
+    *common.COMMON,
+    common.flag("model", None, "Path of the dual-sigmoid model (.keras)."),
+    common.flag("output_dir", "runs/eval", "Where results, report and figures go."),
+    common.flag("methods", DEFAULT_METHODS, "CAM variants (names of kd.cams.get)."),
+    common.flag("scorecam_channels", 32, "Channels Score-CAM scores (most varying)."),
+    common.flag(
+        "confidence",
+        "softmax",
+        "Fidelity confidence.",
+        choices=("softmax", "sigmoid_softmax"),
+    ),
+    common.flag("num_figure_images", 8, "Test images shown in the figures."),
+]
+
+
+def define_flags():
+    common.define_flags(SPEC)
+
+
+def make_cam(name, model, flags):
+    cls = kd.cams.get(name)
+    if name == "scorecam":
+        return cls(model, max_channels=flags.scorecam_channels)
+    return cls(model)
+
+
+def _gt_boxes(batch):
+    """Padded float boxes -> list of int (n_i, 4), clipped to the map.
+
+    wsolevaluation's rescaling can put a box edge at x = width (one past the
+    last pixel); the metrics need boxes inside the map.
+    """
+    boxes = batch["boxes"].numpy()
+    counts = batch["num_boxes"].numpy()
+    height, width = batch["image"].shape[1:3]
+    limit = np.array([width - 1, height - 1, width - 1, height - 1])
+    return [
+        np.minimum(b[:n], limit).astype(np.int64)
+        for b, n in zip(boxes, counts, strict=True)
+    ]
+
+
+class _Figures:
+    """Keeps the first images and their maps for the comparison figures."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.images, self.captions, self.gt_boxes = [], [], []
+        self.maps = {}
+
+    def room(self):
+        return self.limit - len(self.images)
+
+    def add_images(self, images, captions, gt_boxes):
+        n = self.room()
+        self.images.extend(images[:n])
+        self.captions.extend(captions[:n])
+        self.gt_boxes.extend(gt_boxes[:n] if gt_boxes is not None else [None] * n)
+        return n
+
+    def add_maps(self, method, branch, maps, n):
+        self.maps.setdefault(method, {}).setdefault(branch, []).extend(maps[:n])
+
+    def save(self, directory, loc_threshold):
+        os.makedirs(directory, exist_ok=True)
+        paths = []
+        has_boxes = all(b is not None for b in self.gt_boxes)
+        for method, by_branch in self.maps.items():
+            title = METHOD_TITLES.get(method, method)
+            columns = {
+                f"{title} ({branch})": np.stack(by_branch[branch])
+                for branch in BRANCHES
+            }
+            boxes = None
+            if has_boxes:
+                boxes = {
+                    column: [kd.metrics.cam_to_boxes(m, loc_threshold) for m in maps]
+                    for column, maps in columns.items()
+                }
+            figure = kd.vis.compare(
+                np.stack(self.images),
+                columns,
+                boxes=boxes,
+                gt_boxes=self.gt_boxes if has_boxes else None,
+                captions=self.captions,
+            )
+            path = os.path.join(directory, f"{method.replace('++', 'pp')}.png")
+            figure.savefig(path, dpi=100)
+            paths.append(path)
+        return paths
+
+
+def run(flags, datasets_override=None):
+    """Evaluates the model; returns the results dict (also written to disk).
+
+    Args:
+        flags: namespace with the SPEC flags.
+        datasets_override: optional dict with "test" (unbatched dict elements as
+            `load_wsol` yields them, with "boxes"/"num_boxes" and/or
+            "mask"/"ignore"), "name", "num_images"; replaces the loaders.
+    """
+    if not flags.model:
+        raise ValueError("--model is required (the stage-2 dual_sigmoid.keras).")
+    common.setup(flags)
+    model = keras.models.load_model(flags.model)
+    info = common.read_model_info(flags.model)
+    if datasets_override:
+        test = datasets_override["test"]
+        name = datasets_override.get("name", "custom")
+        num_images = datasets_override.get("num_images")
+    else:
+        source = common.dataset_source(flags)
+        source["image_size"] = info.get("image_size", source["image_size"])
+        source["arch"] = info.get("arch")
+        name = source["name"]
+        test = common._take(common.load_split(source, "test", flags), flags)
+        if source.get("mask_metadata_root"):
+            # Same images, in the same order, with masks: zip for PxAP too.
+            masks = common._take(
+                common.load_split(
+                    dict(source, metadata_root=source["mask_metadata_root"]),
+                    "test",
+                    flags,
+                ),
+                flags,
+            ).map(
+                lambda e: {
+                    "mask": e["mask"],
+                    "ignore": e["ignore"],
+                    "mask_id": e["image_id"],
+                }
+            )
+            test = tf.data.Dataset.zip((test, masks)).map(lambda a, b: {**a, **b})
+        num_images = common.num_examples(source, "test", flags)
+    test = test.batch(flags.batch_size).prefetch(tf.data.AUTOTUNE)
+    methods = list(flags.methods)
+    cams = {m: make_cam(m, model, flags) for m in methods}
+    box_eval = {(m, b): kd.metrics.BoxEvaluator() for m in methods for b in BRANCHES}
+    mask_eval = {(m, b): kd.metrics.MaskEvaluator() for m in methods for b in BRANCHES}
+    fidelity = {
+        (m, b): {k: 0.0 for k in FIDELITY_METRICS} for m in methods for b in BRANCHES
+    }
+    correct = {b: 0 for b in BRANCHES}
+    seen = 0
+    has_boxes = has_masks = False
+    figures = _Figures(flags.num_figure_images)
+    logits_fn = tf.function(model.logits, reduce_retracing=True)
+    progress = keras.utils.Progbar(num_images, unit_name="image")
+    for batch in test:
+        images = batch["image"]
+        labels = batch["label"].numpy().astype(np.int64)
+        logits = logits_fn(images)
+        predicted = {b: np.argmax(logits[b].numpy(), axis=-1) for b in BRANCHES}
+        for b in BRANCHES:
+            correct[b] += int(np.sum(predicted[b] == labels))
+        top1_correct = predicted["softmax"] == labels
+        wrong = np.flatnonzero(~top1_correct)
+        gt_boxes = _gt_boxes(batch) if "boxes" in batch else None
+        has_boxes = has_boxes or gt_boxes is not None
+        has_masks = has_masks or "mask" in batch
+        probs = tf.nn.softmax(logits["softmax"]).numpy()
+        captions = [
+            f"true {y} | pred {p} ({probs[i, p]:.2f})"
+            for i, (y, p) in enumerate(zip(labels, predicted["softmax"], strict=True))
+        ]
+        shown = figures.add_images(images.numpy(), captions, gt_boxes)
+        for method in methods:
+            for branch in BRANCHES:
+                # WSOL: the ground-truth class (METHOD.md).
+                maps = cams[method](images, labels, branch=branch)
+                if gt_boxes is not None:
+                    box_eval[method, branch].update(
+                        maps, gt_boxes, correct=top1_correct
+                    )
+                if "mask" in batch:
+                    mask_eval[method, branch].update(
+                        maps, batch["mask"].numpy(), batch["ignore"].numpy()
+                    )
+                figures.add_maps(method, branch, maps, shown)
+                # Fidelity: the predicted class k*.
+                if wrong.size:
+                    maps = maps.copy()
+                    maps[wrong] = cams[method](
+                        tf.gather(images, wrong),
+                        predicted["softmax"][wrong],
+                        branch=branch,
+                    )
+                change = kd.metrics.confidence_change(
+                    model,
+                    images,
+                    maps,
+                    predicted["softmax"],
+                    confidence=flags.confidence,
+                )
+                for key in FIDELITY_METRICS:
+                    fidelity[method, branch][key] += change[key] * len(labels)
+        seen += len(labels)
+        progress.add(len(labels))
+    if seen == 0:
+        raise ValueError("The test split is empty.")
+
+    results = {
+        "dataset": name,
+        "num_images": seen,
+        "top1_cls": {b: 100.0 * correct[b] / seen for b in BRANCHES},
+        "methods": {},
+    }
+    for method in methods:
+        results["methods"][method] = {}
+        for branch in BRANCHES:
+            entry = {}
+            if has_boxes:
+                boxes = box_eval[method, branch].result()
+                entry.update({k: float(boxes[k]) for k in BOX_METRICS})
+            if has_masks:
+                entry["PxAP"] = float(mask_eval[method, branch].result()["PxAP"])
+            entry.update({k: v / seen for k, v in fidelity[method, branch].items()})
+            results["methods"][method][branch] = entry
+    os.makedirs(flags.output_dir, exist_ok=True)
+    common.write_json(os.path.join(flags.output_dir, "results.json"), results)
+    report = format_report(results)
+    with open(os.path.join(flags.output_dir, "report.md"), "w") as f:
+        f.write(report)
+    paths = figures.save(os.path.join(flags.output_dir, "figures"), 0.2)
+    logging.info(
+        "Wrote results.json, report.md and %d figures to %s",
+        len(paths),
+        flags.output_dir,
+    )
+    return results
+
+
+def format_report(results):
+    """A paper-style Markdown table: baseline row, "+ sigmoid branch" row, deltas."""
+    first = next(iter(results["methods"].values()))["softmax"]
+    columns = [k for k in (*BOX_METRICS, "PxAP", *FIDELITY_METRICS) if k in first]
+    header = [
+        "Method",
+        *[f"{c} {'↓' if c in LOWER_IS_BETTER else '↑'}" for c in columns],
+    ]
+    lines = [
+        f"# {results['dataset']}: softmax baseline vs + sigmoid branch",
+        "",
+        f"{results['num_images']} test images. Top-1 Cls: softmax "
+        f"{results['top1_cls']['softmax']:.2f}%, sigmoid branch "
+        f"{results['top1_cls']['sigmoid']:.2f}% (predictions come from the softmax "
+        "head, unchanged). Percentages; deltas in parentheses.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for method, by_branch in results["methods"].items():
+        base, ours = by_branch["softmax"], by_branch["sigmoid"]
+        title = METHOD_TITLES.get(method, method)
+        lines.append(
+            "| " + " | ".join([title, *[f"{base[c]:.2f}" for c in columns]]) + " |"
+        )
+        cells = [f"{ours[c]:.2f} ({ours[c] - base[c]:+.2f})" for c in columns]
+        lines.append("| " + " | ".join(["+ sigmoid branch", *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv):
+    del argv
+    results = run(common.from_absl(SPEC))
+    logging.info("\n%s", format_report(results))
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
