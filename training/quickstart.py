@@ -24,7 +24,7 @@ SPEC = [
     common.flag("output_dir", "runs/quickstart", "Where everything is written."),
     common.flag("data_root", None, "Dataset cache folder (default under ~/.keras)."),
     common.flag(
-        "small", False, "A reduced run (smaller dataset, fewer epochs) for tests."
+        "small", False, "A reduced run for tests: 1000/100/200 images, same epochs."
     ),
     common.flag("seed", 0, "Random seed."),
     common.flag("classifier_epochs", 8, "Stage-1 epochs."),
@@ -49,17 +49,16 @@ def run(flags, datasets_override=None):
         "seed": flags.seed,
         "batch_size": 64,
     }
-    scale = 0.25 if flags.small else 1.0
     logging.info("Stage 1/3: classifier")
     classifier = train_classifier.run(
         common.config(
             train_classifier.SPEC,
             **data,
             model_dir=os.path.join(out, "classifier"),
-            epochs=max(1, round(flags.classifier_epochs * scale)),
+            epochs=flags.classifier_epochs,
             learning_rate=0.05,
             weight_decay=5e-4,
-            decay_every=max(1, round(flags.classifier_epochs * scale * 0.75)),
+            decay_every=max(1, round(flags.classifier_epochs * 0.75)),
             # Flips turn digits into other shapes; the canvas already varies
             # position and scale.
             augment=False,
@@ -72,7 +71,7 @@ def run(flags, datasets_override=None):
             **data,
             classifier=classifier["model_path"],
             model_dir=os.path.join(out, "sigmoid"),
-            epochs=max(1, round(flags.sigmoid_epochs * scale)),
+            epochs=flags.sigmoid_epochs,
             learning_rate=0.05,
             weight_decay=1e-4,
             cache_features=True,

@@ -7,18 +7,9 @@ import os
 import keras
 import numpy as np
 import pytest
-from tensorflow.python.framework import config as tf_config
 
 import keras_dualsig as kd
 from training import common, train_classifier
-
-
-@pytest.fixture(autouse=True)
-def _no_op_determinism_leak():
-    # `common.setup` switches op determinism on for the whole process; TF has
-    # no public switch back.
-    yield
-    tf_config.disable_op_determinism()
 
 
 @pytest.fixture(scope="module")

@@ -6,19 +6,11 @@ import os
 import keras
 import numpy as np
 import pytest
-from tensorflow.python.framework import config as tf_config
 
 import keras_dualsig as kd
 from training import common, evaluate
 
 METHODS = ["cam", "gradcam", "scorecam"]
-
-
-@pytest.fixture(autouse=True)
-def _no_op_determinism_leak():
-    # `common.setup` switches op determinism on for the whole process.
-    yield
-    tf_config.disable_op_determinism()
 
 
 @pytest.fixture(scope="module")

@@ -3,24 +3,20 @@
 import json
 
 import pytest
-from tensorflow.python.framework import config as tf_config
 
 from training import common, evaluate, quickstart
 
 
 @pytest.mark.slow
 def test_quickstart_small(tmp_path):
-    try:
-        outcome = quickstart.run(
-            common.config(
-                quickstart.SPEC,
-                output_dir=str(tmp_path / "run"),
-                data_root=str(tmp_path / "data"),
-                small=True,
-            )
+    outcome = quickstart.run(
+        common.config(
+            quickstart.SPEC,
+            output_dir=str(tmp_path / "run"),
+            data_root=str(tmp_path / "data"),
+            small=True,
         )
-    finally:
-        tf_config.disable_op_determinism()
+    )
     run = tmp_path / "run"
     results = json.loads((run / "results.json").read_text())
     assert results["dataset"] == "cluttered_mnist"
@@ -29,8 +25,8 @@ def test_quickstart_small(tmp_path):
     gradcam = results["methods"]["gradcam"]["sigmoid"]
     # Boxes and masks: the embedded dataset has both.
     assert {"MaxBoxAccV2", "PxAP", "Average Drop"} <= set(gradcam)
-    # Even the reduced run learns something (10 classes: chance is 10%).
-    assert results["top1_cls"]["softmax"] > 30.0
+    # The reduced run learns (84% when measured; chance is 10%).
+    assert results["top1_cls"]["softmax"] > 50.0
     assert (run / "report.md").read_text().count("| + sigmoid branch |") == 7
     assert (run / "figures" / "gradcam.png").exists()
     assert (run / "classifier" / "classifier.keras").exists()

@@ -10,20 +10,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow.python.framework import config as tf_config
 
 import keras_dualsig as kd
 from training import common, train_classifier
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(autouse=True)
-def _no_op_determinism_leak():
-    # `common.setup` switches op determinism on for the whole process; TF has
-    # no public switch back.
-    yield
-    tf_config.disable_op_determinism()
 
 
 @pytest.fixture(scope="module")

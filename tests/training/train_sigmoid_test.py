@@ -12,14 +12,6 @@ import keras_dualsig as kd
 from training import common, train_classifier, train_sigmoid
 
 
-@pytest.fixture(autouse=True)
-def _no_op_determinism_leak():
-    # `common.setup` switches op determinism on for the whole process; TF has
-    # no public switch back.
-    yield
-    tf_config.disable_op_determinism()
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """A tiny dataset and a classifier trained on it for one epoch."""
