@@ -25,7 +25,6 @@ import numpy as np
 import pytest
 from tensorflow.python.framework import config as tf_config
 
-import keras_dualsig as kd
 from training import common, train_classifier, train_sigmoid
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,22 +35,9 @@ TOLERANCE = 1e-5
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_data):
     """Tiny data, a classifier and the single-device reference runs."""
-    info = kd.datasets.cluttered_mnist(
-        root=tmp_path_factory.mktemp("data"),
-        num_train=64,
-        num_val=16,
-        num_test=16,
-        image_size=56,
-    )
-    data = {
-        "dataset": "custom",
-        "data_root": info.data_root,
-        "metadata_root": info.metadata_root,
-        "num_classes": 10,
-        "batch_size": 16,
-    }
+    data = dict(tiny_data)
     # No dropout: replicas would draw their masks from one seed state, so the
     # masks of a two-replica step differ from those of one device.
     classifier = train_classifier.run(

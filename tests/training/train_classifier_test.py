@@ -11,28 +11,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras_dualsig as kd
 from training import common, train_classifier
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    info = kd.datasets.cluttered_mnist(
-        root=tmp_path_factory.mktemp("data"),
-        num_train=64,
-        num_val=16,
-        num_test=16,
-        image_size=56,
-    )
+def data(tiny_data):
     return {
-        "dataset": "custom",
-        "data_root": info.data_root,
-        "metadata_root": info.metadata_root,
-        "num_classes": 10,
+        **tiny_data,
         "image_size": 32,
-        "batch_size": 16,
     }
 
 

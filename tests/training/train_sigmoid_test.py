@@ -13,22 +13,9 @@ from training import common, train_classifier, train_sigmoid
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(tmp_path_factory, tiny_data):
     """A tiny dataset and a classifier trained on it for one epoch."""
-    info = kd.datasets.cluttered_mnist(
-        root=tmp_path_factory.mktemp("data"),
-        num_train=64,
-        num_val=16,
-        num_test=16,
-        image_size=56,
-    )
-    data = {
-        "dataset": "custom",
-        "data_root": info.data_root,
-        "metadata_root": info.metadata_root,
-        "num_classes": 10,
-        "batch_size": 16,
-    }
+    data = dict(tiny_data)
     # The classifier keeps its default dropout: the branch clones it, so the
     # tests below also cover dropout masks (cached = uncached, resume).
     classifier = train_classifier.run(
