@@ -28,7 +28,6 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_dualsig as kd  # noqa: E402
-import keras_dualsig.cams  # noqa: E402, F401  (makes kd.cams available)
 from keras_dualsig.interop import tf_keras_vis as kd_vis  # noqa: E402
 
 _MODELS = {
@@ -36,15 +35,7 @@ _MODELS = {
     "resnet50": keras.applications.ResNet50,
     "efficientnet_b0": keras.applications.EfficientNetB0,
 }
-_VARIANTS = (
-    "cam",
-    "gradcam",
-    "gradcam++",
-    "xgradcam",
-    "layercam",
-    "hirescam",
-    "scorecam",
-)
+_VARIANTS = kd.cams.NAMES
 
 
 def define_flags(argv=None):

@@ -26,15 +26,7 @@ import keras_dualsig as kd  # noqa: E402
 from training import common  # noqa: E402
 
 BRANCHES = ("softmax", "sigmoid")
-DEFAULT_METHODS = [
-    "cam",
-    "gradcam",
-    "gradcam++",
-    "xgradcam",
-    "layercam",
-    "hirescam",
-    "scorecam",
-]
+DEFAULT_METHODS = list(kd.cams.NAMES)
 METHOD_TITLES = {
     "cam": "CAM",
     "gradcam": "Grad-CAM",

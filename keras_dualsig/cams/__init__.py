@@ -29,6 +29,8 @@ _BY_NAME = {
     "scorecam": ScoreCAM,
 }
 _ALIASES = {"gradcamplusplus": "gradcam++", "gradcampp": "gradcam++"}
+# The names `get` accepts, in a stable order (scripts and benchmarks loop over it).
+NAMES = tuple(_BY_NAME)
 
 
 def get(name):
@@ -66,6 +68,7 @@ __all__ = [
     "GradCAMPlusPlus",
     "HiResCAM",
     "LayerCAM",
+    "NAMES",
     "ScoreCAM",
     "XGradCAM",
     "get",

@@ -265,5 +265,7 @@ def test_get():
     assert cams.get(cams.LayerCAM) is cams.LayerCAM
     for name in NAMES:
         assert issubclass(cams.get(name), cams.BaseCAM)
+    # The public list scripts loop over is exactly the documented names.
+    assert cams.NAMES == tuple(NAMES)
     with pytest.raises(ValueError, match="argument `name`.*'hirescam'"):
         cams.get("smoothgrad")
