@@ -12,7 +12,7 @@ import dataclasses
 import keras
 from keras import ops
 
-from keras_dualsig._errors import describe, invalid
+from keras_dualsig._errors import invalid
 
 # Layers that collapse the spatial axes of a feature map.
 _GLOBAL_POOLS = (
@@ -86,12 +86,12 @@ def _call_kwargs(node):
 def single_output(model, argument="model"):
     """Validates a Keras classifier and returns its one (B, C) output tensor."""
     if not isinstance(model, keras.Model):
-        raise invalid(argument, "a keras.Model", describe(model))
+        raise invalid(argument, "a keras.Model", model)
     if getattr(model, "_is_dual_sigmoid", False):
         raise invalid(
             argument,
             "a plain classifier (this model already has a sigmoid branch)",
-            model.name,
+            received=model.name,
         )
     try:
         outputs = model.outputs
@@ -101,26 +101,26 @@ def single_output(model, argument="model"):
             argument,
             "a built Functional or Sequential model (call `model.build(...)` or "
             "give the Sequential an `keras.Input`)",
-            model.name,
+            received=model.name,
         ) from err
     if not inputs or not outputs:
         raise invalid(
             argument,
             "a built Functional or Sequential model with defined inputs",
-            model.name,
+            received=model.name,
         )
     if len(outputs) != 1:
         raise invalid(
             argument,
             "a single-output classifier",
-            f"{model.name} with {len(outputs)} outputs",
+            received=f"{model.name} with {len(outputs)} outputs",
         )
     output = outputs[0]
     if len(output.shape) != 2 or output.shape[-1] is None:
         raise invalid(
             argument,
             "a classifier whose output has shape (batch, num_classes)",
-            f"{model.name} with output shape {tuple(output.shape)}",
+            received=f"{model.name} with output shape {tuple(output.shape)}",
         )
     return output
 
@@ -191,7 +191,7 @@ def _walk_head(model, output, head_start):
                     "head_start",
                     "the name of a head layer whose input is a rank-4 feature "
                     "map (batch, height, width, channels)",
-                    f"{head_start!r} (its input has shape {tuple(tensor.shape)})",
+                    received=f"{head_start!r} (its input has shape {tuple(tensor.shape)})",
                 )
             return chain, tensor
         if isinstance(layer, _GLOBAL_POOLS) and seen_weights and len(tensor.shape) == 4:
@@ -208,13 +208,13 @@ def _walk_head(model, output, head_start):
             "head_start",
             "the name of a layer on the chain of single-input layers that ends "
             f"at the model's output (one of {names})",
-            repr(head_start),
+            head_start,
         )
     raise invalid(
         "model",
         "a classifier with a head: a rank-4 feature map followed by pooling, "
         "Flatten or Reshape and a layer with weights (or pass `head_start`)",
-        f"{model.name} (no classifier head found walking back from the output "
+        received=f"{model.name} (no classifier head found walking back from the output "
         f"through {names})",
     )
 
@@ -404,7 +404,7 @@ def tap_model(model, layer_names):
                 "layer",
                 f"the name of a layer of `{model.name}` (one of "
                 f"{all_layer_names(model)[-40:]})",
-                repr(name),
+                name,
             )
         taps[id(layer)] = None
     inputs = [
@@ -419,7 +419,7 @@ def tap_model(model, layer_names):
         layer, _ = find_layer(model, name)
         value = taps[id(layer)]
         if value is None:  # pragma: no cover - defensive: layer not on the path.
-            raise invalid("layer", "a layer on the path to the output", repr(name))
+            raise invalid("layer", "a layer on the path to the output", name)
         tapped.append(value)
     return keras.Model(
         inputs if len(inputs) > 1 else inputs[0],

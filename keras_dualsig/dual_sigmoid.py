@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_dualsig import _graph
-from keras_dualsig._errors import describe, invalid
+from keras_dualsig._errors import invalid
 from keras_dualsig._label_accuracy import LabelAccuracy
 from keras_dualsig.losses import ClassBalancedBinaryCrossentropy
 
@@ -331,9 +331,9 @@ def dual_sigmoid(model, *, head_start=None, init="fresh", name=None, seed=None):
     (n, C)
     """
     if init not in _INITS:
-        raise invalid("init", f"one of {_INITS}", describe(init))
+        raise invalid("init", f"one of {_INITS}", init)
     if seed is not None and not isinstance(seed, int):
-        raise invalid("seed", "None or an int", describe(seed))
+        raise invalid("seed", "None or an int", seed)
     parts = _graph.split_classifier(model, head_start=head_start)
     branch_source = parts.head[: parts.num_logit_layers]
     sigmoid_head = [

@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from keras_dualsig._errors import describe, invalid
+from keras_dualsig._errors import invalid
 
 # Probabilities are clipped this far from 0 and 1 when no logits are available.
 _PROB_EPSILON = 1e-7
@@ -67,7 +67,7 @@ class ClassBalancedBinaryCrossentropy(keras.losses.Loss):
             or (isinstance(pos_weight, int | float) and pos_weight >= 0)
         ):
             raise invalid(
-                "pos_weight", '"balanced" or a non-negative number', repr(pos_weight)
+                "pos_weight", '"balanced" or a non-negative number', pos_weight
             )
         super().__init__(name=name, reduction=reduction, **kwargs)
         self.from_logits = bool(from_logits)
@@ -83,9 +83,7 @@ class ClassBalancedBinaryCrossentropy(keras.losses.Loss):
         y_pred = ops.convert_to_tensor(y_pred)
         num_classes = y_pred.shape[-1]
         if num_classes is None or num_classes < 2:
-            raise invalid(
-                "y_pred", "scores of shape (batch, C) with C >= 2", describe(y_pred)
-            )
+            raise invalid("y_pred", "scores of shape (batch, C) with C >= 2", y_pred)
         targets = _one_hot_targets(y_true, num_classes)  # (B, C) float32
         if logits is not None:
             logits = ops.cast(logits, "float32")
@@ -122,7 +120,7 @@ def _one_hot_targets(y_true, num_classes):
         raise invalid(
             "y_true",
             f"integer labels (batch,) or one-hot labels (batch, {num_classes})",
-            describe(y_true),
+            y_true,
         )
     labels = ops.cast(ops.round(ops.cast(y_true, "float32")), "int32")
     if tf.executing_eagerly():
@@ -132,7 +130,7 @@ def _one_hot_targets(y_true, num_classes):
             raise invalid(
                 "y_true",
                 f"class labels in [0, {num_classes})",
-                f"labels including {bad[:5].tolist()}",
+                received=f"labels including {bad[:5].tolist()}",
             )
     else:
         # In graphs (fit), out-of-range labels would one-hot to all zeros.

@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_dualsig._errors import describe, invalid
+from keras_dualsig._errors import invalid
 
 
 def small_cnn(
@@ -37,9 +37,9 @@ def small_cnn(
         Functional keras.Model, (B, H, W, C_in) -> (B, num_classes).
     """
     if not isinstance(num_classes, int) or num_classes < 2:
-        raise invalid("num_classes", "an int >= 2", describe(num_classes))
+        raise invalid("num_classes", "an int >= 2", num_classes)
     if len(input_shape) != 3:
-        raise invalid("input_shape", "(height, width, channels)", describe(input_shape))
+        raise invalid("input_shape", "(height, width, channels)", input_shape)
     layers = keras.layers
     inputs = keras.Input(input_shape, name="images")
     x = inputs

@@ -5,7 +5,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from keras_dualsig._errors import describe, invalid
+from keras_dualsig._errors import invalid
 
 
 def _as_uint8_rgb(image, argument="image"):
@@ -19,13 +19,13 @@ def _as_uint8_rgb(image, argument="image"):
         raise invalid(
             argument,
             "an image of shape (H, W), (H, W, 1) or (H, W, 3)",
-            describe(image),
+            image,
         )
     if image.dtype == np.uint8:
         return image.copy()
     image = image.astype(np.float32)
     if not np.all(np.isfinite(image)):
-        raise invalid(argument, "finite pixel values", describe(image))
+        raise invalid(argument, "finite pixel values", image)
     low, high = float(image.min()), float(image.max())
     if low < 0.0 or high > 1.0:
         # Preprocessed inputs (e.g. [-1, 1] or ImageNet-normalised): stretch.
@@ -36,12 +36,12 @@ def _as_uint8_rgb(image, argument="image"):
 def _check_map(cam, argument="cam"):
     cam = np.asarray(cam, dtype=np.float32)
     if cam.ndim != 2:
-        raise invalid(argument, "a map of shape (H, W)", describe(cam))
+        raise invalid(argument, "a map of shape (H, W)", cam)
     if not np.all(np.isfinite(cam)) or cam.min() < 0.0 or cam.max() > 1.0:
         raise invalid(
             argument,
             "finite values in [0, 1] (use normalize=True when computing CAMs)",
-            f"map with min {np.nanmin(cam):.3g}, max {np.nanmax(cam):.3g}",
+            received=f"map with min {np.nanmin(cam):.3g}, max {np.nanmax(cam):.3g}",
         )
     return cam
 
@@ -61,7 +61,7 @@ def heatmap(cam, colormap="jet"):
         cmap = matplotlib.colormaps[colormap]
     except KeyError as err:
         raise invalid(
-            "colormap", "a matplotlib colormap name such as 'jet'", repr(colormap)
+            "colormap", "a matplotlib colormap name such as 'jet'", colormap
         ) from err
     return np.round(cmap(cam)[..., :3] * 255.0).astype(np.uint8)
 
@@ -84,7 +84,7 @@ def overlay(image, cam, *, alpha=0.5, colormap="jet"):
     >>> picture = kd.vis.overlay(images[0], maps[0])
     """
     if not 0.0 <= alpha <= 1.0:
-        raise invalid("alpha", "a number in [0, 1]", repr(alpha))
+        raise invalid("alpha", "a number in [0, 1]", alpha)
     rgb = _as_uint8_rgb(image)
     cam = _check_map(cam)
     height, width = rgb.shape[:2]
@@ -156,12 +156,12 @@ def compare(
     """
     images = np.asarray(images)
     if images.ndim not in (3, 4):
-        raise invalid("images", "a batch (B, H, W[, C])", describe(images))
+        raise invalid("images", "a batch (B, H, W[, C])", images)
     if not isinstance(maps_by_title, dict) or not maps_by_title:
         raise invalid(
             "maps_by_title",
             "a non-empty dict title -> (B, h, w) maps",
-            describe(maps_by_title),
+            maps_by_title,
         )
     count = len(images)
     for title, maps in maps_by_title.items():
@@ -169,11 +169,11 @@ def compare(
             raise invalid(
                 "maps_by_title",
                 f"{count} maps per title (one per image)",
-                f"{len(maps)} maps for {title!r}",
+                received=f"{len(maps)} maps for {title!r}",
             )
     for argument, value in (("gt_boxes", gt_boxes), ("captions", captions)):
         if value is not None and len(value) != count:
-            raise invalid(argument, f"{count} entries (one per image)", describe(value))
+            raise invalid(argument, f"{count} entries (one per image)", value)
     columns = 1 + len(maps_by_title)
     figure = Figure(figsize=(panel_size * columns, panel_size * count))
     axes = figure.subplots(count, columns, squeeze=False)

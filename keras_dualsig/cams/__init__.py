@@ -9,7 +9,7 @@ baseline. All share `BaseCAM`'s call:
 normalize=True, resize=True, batch_size=None)`.
 """
 
-from keras_dualsig._errors import describe, invalid
+from keras_dualsig._errors import invalid
 from keras_dualsig.cams.base import BaseCAM
 from keras_dualsig.cams.cam import CAM
 from keras_dualsig.cams.grad_cam import GradCAM
@@ -58,7 +58,7 @@ def get(name):
         key = _ALIASES.get(key, key)
         if key in _BY_NAME:
             return _BY_NAME[key]
-    raise invalid("name", f"one of {list(_BY_NAME)}", describe(name))
+    raise invalid("name", f"one of {list(_BY_NAME)}", name)
 
 
 __all__ = [

@@ -59,7 +59,7 @@ def class_weight_layer(model_name, head, num_logit_layers):
         "Dense or 1x1 Conv2D class layer (CAM reads the class weights of each "
         "channel; use kd.cams.GradCAM or another gradient method for other "
         "heads)",
-        f"{model_name} with head {names}",
+        received=f"{model_name} with head {names}",
     )
 
 

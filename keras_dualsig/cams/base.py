@@ -17,7 +17,12 @@ import numpy as np
 import tensorflow as tf
 
 from keras_dualsig import _graph
-from keras_dualsig._errors import describe, invalid
+from keras_dualsig._errors import (
+    check_bool,
+    check_class_index,
+    check_positive_int,
+    invalid,
+)
 
 BRANCHES = ("sigmoid", "softmax")
 # A map whose range (max - min) is at most this fraction of its largest
@@ -178,7 +183,7 @@ class BaseCAM:
             self._tapped = None
             return self.feature_layer
         if not isinstance(layer, str):
-            raise invalid("layer", "None or a layer name (str)", describe(layer))
+            raise invalid("layer", "None or a layer name (str)", layer)
         found, _ = _graph.find_layer(self._trunk, layer)
         if found is None:
             in_model, _ = _graph.find_layer(self.model, layer)
@@ -190,7 +195,7 @@ class BaseCAM:
                 f"{_graph.all_layer_names(self._trunk)[-30:]}, nested layers as "
                 "'outer/inner')"
             )
-            raise invalid("layer", expected, repr(layer))
+            raise invalid("layer", expected, layer)
         tapped = _graph.tap_model(self._trunk, [layer])
         shape = tapped.outputs[0].shape
         if len(shape) != 4:
@@ -198,7 +203,7 @@ class BaseCAM:
                 "layer",
                 "a layer whose output is a rank-4 feature map (batch, height, "
                 "width, channels)",
-                f"{layer!r} (output shape {tuple(shape)})",
+                received=f"{layer!r} (output shape {tuple(shape)})",
             )
         self._tapped = tapped
         return layer
@@ -258,32 +263,24 @@ class BaseCAM:
         images = self._check_images(images)
         batch = int(images.shape[0])
         if branch not in BRANCHES:
-            raise invalid("branch", f"one of {BRANCHES}", describe(branch))
+            raise invalid("branch", f"one of {BRANCHES}", branch)
         if branch == "sigmoid" and not self.is_dual:
             raise invalid(
                 "branch",
                 '"softmax" for a plain classifier ("sigmoid" needs a model '
                 "built by kd.dual_sigmoid)",
-                repr(branch),
+                branch,
             )
         if positive_weights is None:
             positive_weights = branch == "sigmoid"
-        for name, value in (
-            ("positive_weights", positive_weights),
-            ("normalize", normalize),
-            ("resize", resize),
-        ):
-            if not isinstance(value, bool | np.bool_):
-                raise invalid(name, "a bool", describe(value))
-        if batch_size is None:
-            batch_size = batch
-        elif isinstance(batch_size, bool) or not isinstance(
-            batch_size, int | np.integer
-        ):
-            raise invalid("batch_size", "None or a positive int", describe(batch_size))
-        elif batch_size < 1:
-            raise invalid("batch_size", "None or a positive int", batch_size)
-        use_argmax, indices = self._check_class_index(class_index, batch)
+        positive_weights = check_bool(positive_weights, "positive_weights")
+        normalize = check_bool(normalize, "normalize")
+        resize = check_bool(resize, "resize")
+        batch_size = check_positive_int(batch_size, "batch_size", allow_none=True)
+        batch_size = batch if batch_size is None else batch_size
+        indices = check_class_index(class_index, batch, self.num_classes)
+        use_argmax = indices is None
+        indices = tf.zeros((batch,), tf.int32) if use_argmax else tf.constant(indices)
         flags = {
             "use_argmax": use_argmax,
             "branch": branch,
@@ -330,7 +327,7 @@ class BaseCAM:
                     "layer",
                     "a layer on the path from the images to the output, with "
                     "floating-point inputs (no gradient reached it)",
-                    repr(self.layer),
+                    self.layer,
                 )
             gradients = tf.cast(gradients, tf.float32)
         else:
@@ -382,13 +379,13 @@ class BaseCAM:
             images = tf.convert_to_tensor(images)
         except (TypeError, ValueError) as err:
             raise invalid(
-                "images", f"an array of shape {expected_shape}", describe(images)
+                "images", f"an array of shape {expected_shape}", images
             ) from err
         if images.shape.rank != len(spec.shape):
             raise invalid(
                 "images",
                 f"a batch of rank {len(spec.shape)} with shape {expected_shape}",
-                describe(images),
+                images,
             )
         for axis in range(1, len(spec.shape)):
             if spec.shape[axis] is not None and images.shape[axis] != spec.shape[axis]:
@@ -396,36 +393,14 @@ class BaseCAM:
                 raise invalid(
                     "images",
                     f"a batch of shape {expected_shape} (wrong {what})",
-                    describe(images),
+                    images,
                 )
         if images.shape[0] == 0:
-            raise invalid("images", "a non-empty batch", describe(images))
+            raise invalid("images", "a non-empty batch", images)
         dtype = tf.as_dtype(spec.dtype)
         if images.dtype != dtype and dtype.is_floating:
             images = tf.cast(images, dtype)
         return images
-
-    def _check_class_index(self, class_index, batch):
-        """Returns (use_argmax, int32 (B,) tensor)."""
-        num = self.num_classes
-        expected = (
-            f"None, an int in [0, {num}) or an int array of shape ({batch},) "
-            f"with values in [0, {num})"
-        )
-        if class_index is None:
-            return True, tf.zeros((batch,), tf.int32)
-        if tf.is_tensor(class_index):
-            class_index = class_index.numpy()
-        values = np.asarray(class_index)
-        if values.dtype == bool or not np.issubdtype(values.dtype, np.integer):
-            raise invalid("class_index", expected, describe(class_index))
-        if values.ndim == 0:
-            values = np.full((batch,), int(values))
-        if values.shape != (batch,):
-            raise invalid("class_index", expected, describe(class_index))
-        if values.min() < 0 or values.max() >= num:
-            raise invalid("class_index", expected, describe(class_index))
-        return False, tf.constant(values.astype(np.int32))
 
     def __repr__(self):
         return f"{type(self).__name__}(model={self.model.name!r}, layer={self.layer!r})"

@@ -41,7 +41,7 @@ class CAM(BaseCAM):
                 "layer",
                 f"None or the head's input {self.feature_layer!r} (CAM weights "
                 "exist only there; use GradCAM for other layers)",
-                repr(layer),
+                layer,
             )
         self._class_layer = class_weight_layer(
             model.name, self._head_layers["softmax"], self._num_logit_layers

@@ -1,9 +1,8 @@
 """Score-CAM: channel weights from the target logit on channel-masked inputs."""
 
-import numpy as np
 import tensorflow as tf
 
-from keras_dualsig._errors import describe, invalid
+from keras_dualsig._errors import check_positive_int
 from keras_dualsig.cams.base import BaseCAM
 
 # pytorch-grad-cam's epsilon when min-max normalising each upsampled channel.
@@ -44,20 +43,10 @@ class ScoreCAM(BaseCAM):
 
     def __init__(self, model, layer=None, *, max_channels=None, score_batch_size=16):
         super().__init__(model, layer)
-        for name, value in (
-            ("max_channels", max_channels),
-            ("score_batch_size", score_batch_size),
-        ):
-            if value is None and name == "max_channels":
-                continue
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | np.integer)
-                or value < 1
-            ):
-                raise invalid(name, "a positive int", describe(value))
-        self.max_channels = None if max_channels is None else int(max_channels)
-        self.score_batch_size = int(score_batch_size)
+        self.max_channels = check_positive_int(
+            max_channels, "max_channels", allow_none=True
+        )
+        self.score_batch_size = check_positive_int(score_batch_size, "score_batch_size")
 
     def channel_weights(self, activations, gradients, target):
         num_channels = activations.shape[-1]

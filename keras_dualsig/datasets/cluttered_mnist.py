@@ -28,7 +28,7 @@ import uuid
 
 import numpy as np
 
-from keras_dualsig._errors import invalid, invalid_value
+from keras_dualsig._errors import invalid
 
 __all__ = ["ClutteredMNISTInfo", "cluttered_mnist"]
 
@@ -114,9 +114,7 @@ class ClutteredMNISTInfo:
         from keras_dualsig.datasets.wsol import load_wsol
 
         if localization not in ("boxes", "masks"):
-            raise invalid_value(
-                "localization", "one of ('boxes', 'masks')", localization
-            )
+            raise invalid("localization", "one of ('boxes', 'masks')", localization)
         metadata_root = (
             self.metadata_root if localization == "boxes" else self.mask_metadata_root
         )
@@ -433,7 +431,7 @@ def cluttered_mnist(
             or isinstance(value, bool)
             or value < low
         ):
-            raise invalid_value(name, f"an int >= {low}", value)
+            raise invalid(name, f"an int >= {low}", value)
     seed, image_size = int(seed), int(image_size)
     sizes = {"train": int(num_train), "val": int(num_val), "test": int(num_test)}
 
@@ -479,7 +477,7 @@ def _build_atomically(root, params, source, seed, image_size, sizes):
         raise invalid(
             "root",
             "a new or empty folder, or one built by cluttered_mnist()",
-            f"{root!r}, which holds other files; it is left untouched.",
+            received=f"{root!r}, which holds other files; it is left untouched.",
         )
     parent, name = os.path.split(root)
     os.makedirs(parent, exist_ok=True)

@@ -16,7 +16,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from keras_dualsig._errors import invalid_value as _invalid
+from keras_dualsig._errors import invalid
 from keras_dualsig.datasets import _wsol_metadata as _md
 from keras_dualsig.datasets._wsol_metadata import (
     WSOLMetadata,
@@ -83,20 +83,20 @@ def _as_size(name, value, allow_none=False):
         and all(_is_int(v) and v > 0 for v in value)
     ):
         return (int(value[0]), int(value[1]))
-    raise _invalid(name, "a positive int or a (height, width) pair of them", value)
+    raise invalid(name, "a positive int or a (height, width) pair of them", value)
 
 
 def _check_common(split, num_classes, with_localization, mask_root, on_corrupt):
     if split not in _md.SPLITS:
-        raise _invalid("split", f"one of {_md.SPLITS}", split)
+        raise invalid("split", f"one of {_md.SPLITS}", split)
     if num_classes is not None and not (_is_int(num_classes) and num_classes > 0):
-        raise _invalid("num_classes", "None or a positive int", num_classes)
+        raise invalid("num_classes", "None or a positive int", num_classes)
     if with_localization not in (None, True, False):
-        raise _invalid("with_localization", "None, True or False", with_localization)
+        raise invalid("with_localization", "None, True or False", with_localization)
     if mask_root is not None and not isinstance(mask_root, (str, os.PathLike)):
-        raise _invalid("mask_root", "None or a folder path", mask_root)
+        raise invalid("mask_root", "None or a folder path", mask_root)
     if on_corrupt not in _ON_CORRUPT:
-        raise _invalid("on_corrupt", f"one of {_ON_CORRUPT}", on_corrupt)
+        raise invalid("on_corrupt", f"one of {_ON_CORRUPT}", on_corrupt)
 
 
 def _first_error_line(error):
@@ -305,7 +305,7 @@ def read_wsol_metadata(
     """
     _check_common(split, num_classes, with_localization, mask_root, on_corrupt)
     if not isinstance(verify_images, bool):
-        raise _invalid("verify_images", "True or False", verify_images)
+        raise invalid("verify_images", "True or False", verify_images)
     metadata, mask_lines, size_lines = _md.parse_metadata(
         data_root,
         metadata_root,
@@ -495,36 +495,36 @@ def load_wsol(
     _check_common(split, num_classes, with_localization, mask_root, on_corrupt)
     image_size = _as_size("image_size", image_size)
     if not isinstance(training, bool):
-        raise _invalid("training", "True or False", training)
+        raise invalid("training", "True or False", training)
     if batch_size is not None and not (_is_int(batch_size) and batch_size > 0):
-        raise _invalid("batch_size", "None or a positive int", batch_size)
+        raise invalid("batch_size", "None or a positive int", batch_size)
     if not (
         preprocess is None
         or (isinstance(preprocess, str) and preprocess == _IMAGENET)
         or callable(preprocess)
     ):
-        raise _invalid("preprocess", "None, 'imagenet' or a callable", preprocess)
+        raise invalid("preprocess", "None, 'imagenet' or a callable", preprocess)
     if not isinstance(as_supervised, bool):
-        raise _invalid("as_supervised", "True or False", as_supervised)
+        raise invalid("as_supervised", "True or False", as_supervised)
     resize_size = _as_size("resize_size", resize_size, allow_none=True)
     if resize_size is None:
         resize_size = tuple(round(s * _RESIZE_RATIO) for s in image_size)
     if training and (resize_size[0] < image_size[0] or resize_size[1] < image_size[1]):
-        raise _invalid(
+        raise invalid(
             "resize_size", f"a size at least image_size={image_size}", resize_size
         )
     if max_boxes is not None and not (_is_int(max_boxes) and max_boxes > 0):
-        raise _invalid("max_boxes", "None or a positive int", max_boxes)
+        raise invalid("max_boxes", "None or a positive int", max_boxes)
     if shuffle not in (None, True, False):
-        raise _invalid("shuffle", "None, True or False", shuffle)
+        raise invalid("shuffle", "None, True or False", shuffle)
     if seed is not None and not _is_int(seed):
-        raise _invalid("seed", "None or an int", seed)
+        raise invalid("seed", "None or an int", seed)
     if not isinstance(cache, (bool, str, os.PathLike)):
-        raise _invalid("cache", "True, False or a file path", cache)
+        raise invalid("cache", "True, False or a file path", cache)
     if shuffle_buffer_size is not None and not (
         _is_int(shuffle_buffer_size) and shuffle_buffer_size > 0
     ):
-        raise _invalid(
+        raise invalid(
             "shuffle_buffer_size", "None or a positive int", shuffle_buffer_size
         )
     for name, value in (
@@ -533,9 +533,9 @@ def load_wsol(
         ("with_info", with_info),
     ):
         if not isinstance(value, bool):
-            raise _invalid(name, "True or False", value)
+            raise invalid(name, "True or False", value)
     if training and with_localization:
-        raise _invalid(
+        raise invalid(
             "with_localization",
             "None or False with training=True (random crops would invalidate the "
             "ground truth; use training=False for localization)",
@@ -568,7 +568,7 @@ def load_wsol(
         rows = metadata.max_boxes if max_boxes is None else max_boxes
         if rows < metadata.max_boxes:
             crowded = next(r for r in records if len(r.boxes) > rows)
-            raise _invalid(
+            raise invalid(
                 "max_boxes",
                 f"at least {metadata.max_boxes}, the most boxes on one image "
                 f"({crowded.image_id!r})",

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_dualsig._errors import describe, invalid
+from keras_dualsig._errors import invalid
 from keras_dualsig._graph import split_classifier
 
 # Name of the identity layer on the head's input in `branch_model`; pass it as
@@ -75,7 +75,7 @@ def branch_model(model, branch="sigmoid"):
             plain classifier.
     """
     if branch not in _BRANCHES:
-        raise invalid("branch", f"one of {_BRANCHES}", describe(branch))
+        raise invalid("branch", f"one of {_BRANCHES}", branch)
     if getattr(model, "_is_dual_sigmoid", False):
         trunk = model.trunk
 
@@ -92,7 +92,7 @@ def branch_model(model, branch="sigmoid"):
                 "branch",
                 '"softmax" for a plain classifier ("sigmoid" needs a model '
                 "built by kd.dual_sigmoid)",
-                repr(branch),
+                branch,
             )
         parts = split_classifier(model)
         trunk = parts.trunk
@@ -118,7 +118,7 @@ def branch_modifier(branch="sigmoid"):
     >>> Gradcam(dual, model_modifier=branch_modifier("sigmoid"), clone=False)
     """
     if branch not in _BRANCHES:
-        raise invalid("branch", f"one of {_BRANCHES}", describe(branch))
+        raise invalid("branch", f"one of {_BRANCHES}", branch)
     return lambda model: branch_model(model, branch)
 
 
@@ -143,9 +143,7 @@ class LogitScore:
     def __init__(self, class_index, from_softmax=False):
         values = np.asarray(class_index)
         if values.dtype == bool or not np.issubdtype(values.dtype, np.integer):
-            raise invalid(
-                "class_index", "an int or an array of ints", describe(class_index)
-            )
+            raise invalid("class_index", "an int or an array of ints", class_index)
         self.class_index = values.astype("int32").reshape(-1)
         self.from_softmax = bool(from_softmax)
         self.name = "LogitScore"
@@ -156,7 +154,7 @@ class LogitScore:
             raise invalid(
                 "class_index",
                 f"values in [0, {num_classes})",
-                describe(self.class_index),
+                self.class_index,
             )
         index = self.class_index
         if index.size == 1:

@@ -1,24 +1,14 @@
-"""Input checks shared by the metrics, in the Keras error template.
+"""Checks of metric inputs (score maps, thresholds, batch lengths).
 
-Every public metric validates its arguments here so that a bad input fails at
-the boundary with a message naming the argument, instead of deep inside OpenCV
-or NumPy.
+The general validators (bools, ints, choices, fractions) live in
+`keras_dualsig._errors`; these are the metric-specific ones, so that a bad map
+fails at the boundary with a message naming the argument, instead of deep
+inside OpenCV or NumPy.
 """
-
-import numbers
 
 import numpy as np
 
-from keras_dualsig._errors import describe as summarize
-from keras_dualsig._errors import invalid  # noqa: F401 (used by the metrics)
-
-
-def as_array(value, argument):
-    """np.asarray that reports unconvertible inputs in the template."""
-    try:
-        return np.asarray(value)
-    except (TypeError, ValueError) as err:
-        raise invalid(argument, "an array-like", summarize(value)) from err
+from keras_dualsig._errors import as_array, invalid
 
 
 def check_scoremaps(scoremaps, argument="scoremaps", ndim=3):
@@ -42,15 +32,15 @@ def check_scoremaps(scoremaps, argument="scoremaps", ndim=3):
     layout = "(batch, height, width)" if ndim == 3 else "(height, width)"
     expected = f"a float array of shape {layout} with values in [0, 1] and no NaN"
     if array.ndim != ndim or array.size == 0:
-        raise invalid(argument, expected, summarize(array))
+        raise invalid(argument, expected, array)
     if array.dtype == bool or not np.issubdtype(array.dtype, np.number):
-        raise invalid(argument, expected, summarize(array))
+        raise invalid(argument, expected, array)
     if array.dtype.kind == "c":
-        raise invalid(argument, expected, summarize(array))
+        raise invalid(argument, expected, array)
     if array.dtype not in (np.float32, np.float64):
         array = array.astype(np.float32)
     if np.isnan(array).any() or array.min() < 0 or array.max() > 1:
-        raise invalid(argument, expected, summarize(array))
+        raise invalid(argument, expected, array)
     return array
 
 
@@ -70,28 +60,11 @@ def check_thresholds(thresholds, argument, default):
         or not np.issubdtype(array.dtype, np.number)
         or array.dtype == bool
     ):
-        raise invalid(argument, expected, summarize(array))
+        raise invalid(argument, expected, array)
     array = array.astype(np.float64)
     if np.isnan(array).any() or array.min() < 0 or array.max() > 1:
-        raise invalid(argument, expected, summarize(array))
+        raise invalid(argument, expected, array)
     return array
-
-
-def check_fraction(value, argument):
-    """A real number in [0, 1], returned as a Python float."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise invalid(argument, "a float in [0, 1]", summarize(value))
-    if not 0.0 <= float(value) <= 1.0:
-        raise invalid(argument, "a float in [0, 1]", summarize(value))
-    return float(value)
-
-
-def check_choice(value, argument, choices):
-    """One of a fixed set of strings."""
-    if not isinstance(value, str) or value not in choices:
-        options = ", ".join(f'"{choice}"' for choice in choices)
-        raise invalid(argument, f"one of {options}", summarize(value))
-    return value
 
 
 def check_batch_size(length, batch, argument):
@@ -100,5 +73,5 @@ def check_batch_size(length, batch, argument):
         raise invalid(
             argument,
             f"one entry per score map ({batch} in this batch)",
-            f"{length} entries",
+            received=f"{length} entries",
         )

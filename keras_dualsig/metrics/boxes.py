@@ -22,6 +22,7 @@ IoU counts pixels inclusively: area = (x1 - x0 + 1) * (y1 - y0 + 1).
 
 import numpy as np
 
+from keras_dualsig._errors import check_fraction
 from keras_dualsig.metrics import _box_ops, _checks
 
 
@@ -59,7 +60,7 @@ def cam_to_boxes(scoremap, threshold, multi_contour=False):
     array([[3, 2, 6, 4]])
     """
     scoremap = _checks.check_scoremaps(scoremap, "scoremap", ndim=2)
-    threshold = _checks.check_fraction(threshold, "threshold")
+    threshold = check_fraction(threshold, "threshold")
     image = _box_ops.to_uint8(scoremap)
     cuts = _box_ops.cut_levels(np.array([threshold]), image.max())
     boxes, _, largest = _box_ops.contour_boxes(image, cuts)

@@ -12,12 +12,17 @@ Every model call is batched; confidences are computed in float64 from the
 model's float32 logits.
 """
 
-import numbers
-
 import cv2
 import numpy as np
 
 from keras_dualsig import _graph
+from keras_dualsig._errors import (
+    as_array,
+    check_choice,
+    check_class_index,
+    check_positive_int,
+    invalid,
+)
 from keras_dualsig.metrics import _checks
 
 CONFIDENCES = ("softmax", "sigmoid_softmax", "sigmoid")
@@ -27,47 +32,33 @@ _BLUR_KERNEL = 11
 _BLUR_SIGMA = 5.0
 
 
-def _check_batch_size(batch_size):
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, numbers.Integral)
-        or batch_size < 1
-    ):
-        raise _checks.invalid(
-            "batch_size", "a positive int", _checks.summarize(batch_size)
-        )
-    return int(batch_size)
-
-
 def _check_images_and_maps(images, maps):
     """Validates (B, H, W, C) images and (B, H, W) maps in [0, 1]."""
-    images = _checks.as_array(images, "images")
+    images = as_array(images, "images")
     if (
         images.ndim != 4
         or images.shape[0] == 0
         or images.dtype == bool
         or not np.issubdtype(images.dtype, np.number)
     ):
-        raise _checks.invalid(
+        raise invalid(
             "images",
             "a numeric array of shape (batch, height, width, channels)",
-            _checks.summarize(images),
+            images,
         )
     maps = _checks.check_scoremaps(maps, "maps")
     if maps.shape != images.shape[:3]:
-        raise _checks.invalid(
+        raise invalid(
             "maps",
             f"one map per image at the image size, shape {images.shape[:3]}",
-            _checks.summarize(maps),
+            maps,
         )
     return images.astype(np.float32), maps.astype(np.float32)
 
 
 def _check_steps(steps, num_pixels):
     """A positive int, capped at the number of pixels (one pixel per step)."""
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-        raise _checks.invalid("steps", "a positive int", _checks.summarize(steps))
-    return min(int(steps), num_pixels)
+    return min(check_positive_int(steps, "steps"), num_pixels)
 
 
 def _softmax(logits):
@@ -86,8 +77,8 @@ class _Scorer:
     """
 
     def __init__(self, model, confidence, batch_size):
-        self.confidence = _checks.check_choice(confidence, "confidence", CONFIDENCES)
-        self.batch_size = _check_batch_size(batch_size)
+        self.confidence = check_choice(confidence, "confidence", CONFIDENCES)
+        self.batch_size = check_positive_int(batch_size, "batch_size")
         self.logits_fn = _graph.model_logits(model)
         self.model_name = getattr(model, "name", type(model).__name__)
 
@@ -99,11 +90,11 @@ class _Scorer:
             parts.append({k: np.asarray(v, np.float64) for k, v in outputs.items()})
         logits = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         if self.confidence != "softmax" and "sigmoid" not in logits:
-            raise _checks.invalid(
+            raise invalid(
                 "confidence",
                 '"softmax" for a model without a sigmoid branch ("sigmoid_softmax" '
                 'and "sigmoid" need a DualSigmoidModel, see `kd.dual_sigmoid`)',
-                f"{self.confidence!r} with model {self.model_name!r}",
+                received=f"{self.confidence!r} with model {self.model_name!r}",
             )
         return logits
 
@@ -120,17 +111,7 @@ class _Scorer:
         batch, num_classes = logits["softmax"].shape
         if class_index is None:
             return np.argmax(logits["softmax"], axis=-1)
-        array = _checks.as_array(class_index, "class_index")
-        expected = (
-            f"None, an int or an int array of shape ({batch},) with classes in "
-            f"[0, {num_classes})"
-        )
-        if array.dtype.kind not in "iu" or array.ndim > 1:
-            raise _checks.invalid("class_index", expected, _checks.summarize(array))
-        array = np.broadcast_to(array, (batch,)) if array.ndim == 0 else array
-        if array.shape != (batch,) or array.min() < 0 or array.max() >= num_classes:
-            raise _checks.invalid("class_index", expected, _checks.summarize(array))
-        return array.astype(np.int64)
+        return check_class_index(class_index, batch, num_classes).astype(np.int64)
 
     def scores(self, images, class_index):
         """float64 (B,) confidence of class_index[i] on images[i]."""
@@ -204,7 +185,7 @@ def confidence_change(
 def _baseline_images(images, baseline, argument="baseline"):
     """The substrate that replaces (deletion) or precedes (insertion) pixels."""
     if isinstance(baseline, str):
-        _checks.check_choice(baseline, argument, _BASELINES)
+        check_choice(baseline, argument, _BASELINES)
         if baseline == "zeros":
             return np.zeros_like(images)
         # RISE blurs with an 11x11, sigma-5 Gaussian; borders are reflected
@@ -217,17 +198,17 @@ def _baseline_images(images, baseline, argument="baseline"):
                 for image in images
             ]
         )
-    array = _checks.as_array(baseline, argument)
+    array = as_array(baseline, argument)
     try:
         if array.dtype == bool or not np.issubdtype(array.dtype, np.number):
             raise ValueError
         return np.broadcast_to(array.astype(np.float32), images.shape)
     except ValueError as err:
-        raise _checks.invalid(
+        raise invalid(
             argument,
             '"zeros", "blur", or a number or array broadcastable to `images` '
             f"{images.shape}",
-            _checks.summarize(baseline),
+            baseline,
         ) from err
 
 

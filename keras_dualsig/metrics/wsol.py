@@ -8,6 +8,13 @@ Activation Maps", BMVC 2025 (arXiv:2511.05590) for their WSOL tables.
 
 import numpy as np
 
+from keras_dualsig._errors import (
+    as_array,
+    check_choice,
+    check_fraction,
+    describe,
+    invalid,
+)
 from keras_dualsig.metrics import _box_ops, _checks
 
 # wsolevaluation's curve: 0.000, 0.001, ..., in steps of 0.001. METHOD.md
@@ -26,7 +33,7 @@ def _default_thresholds():
 
 def _check_iou_thresholds(iou_thresholds):
     expected = "a non-empty sequence of IoU thresholds in percent, in (0, 100]"
-    array = _checks.as_array(iou_thresholds, "iou_thresholds")
+    array = as_array(iou_thresholds, "iou_thresholds")
     if (
         array.ndim != 1
         or array.size == 0
@@ -36,9 +43,7 @@ def _check_iou_thresholds(iou_thresholds):
         or array.min() <= 0
         or array.max() > 100
     ):
-        raise _checks.invalid(
-            "iou_thresholds", expected, _checks.summarize(iou_thresholds)
-        )
+        raise invalid("iou_thresholds", expected, iou_thresholds)
     # Integral percentages stay ints so that the result keys read "@50".
     return tuple(int(d) if float(d).is_integer() else float(d) for d in array)
 
@@ -51,10 +56,10 @@ def _check_gt_boxes(gt_boxes, batch, height, width):
         try:
             gt_boxes = list(gt_boxes)
         except TypeError as err:
-            raise _checks.invalid(
+            raise invalid(
                 "gt_boxes",
                 "a list with one int array (n_i, 4) of boxes per score map",
-                _checks.summarize(gt_boxes),
+                gt_boxes,
             ) from err
     _checks.check_batch_size(len(gt_boxes), batch, "gt_boxes")
     expected = (
@@ -65,10 +70,10 @@ def _check_gt_boxes(gt_boxes, batch, height, width):
     )
     checked = []
     for index, image_boxes in enumerate(gt_boxes):
-        array = _checks.as_array(image_boxes, "gt_boxes")
+        array = as_array(image_boxes, "gt_boxes")
         if array.ndim == 1 and array.size == 4:
             array = array[None]
-        received = f"{_checks.summarize(array)} at index {index}"
+        received = f"{describe(array)} at index {index}"
         if (
             array.ndim != 2
             or array.shape[0] == 0
@@ -78,7 +83,7 @@ def _check_gt_boxes(gt_boxes, batch, height, width):
             or not np.isfinite(array).all()
             or not np.array_equal(array, np.floor(array))
         ):
-            raise _checks.invalid("gt_boxes", expected, received)
+            raise invalid("gt_boxes", expected, received=received)
         array = array.astype(np.int64)
         x0, y0, x1, y1 = array.T
         if (
@@ -89,10 +94,10 @@ def _check_gt_boxes(gt_boxes, batch, height, width):
             or (x1 > width - 1).any()
             or (y1 > height - 1).any()
         ):
-            raise _checks.invalid(
+            raise invalid(
                 "gt_boxes",
                 expected,
-                f"{array.tolist()[:4]} at index {index}",
+                received=f"{array.tolist()[:4]} at index {index}",
             )
         checked.append(array)
     return checked
@@ -101,26 +106,26 @@ def _check_gt_boxes(gt_boxes, batch, height, width):
 def _check_correct(correct, batch):
     if correct is None:
         return None
-    array = _checks.as_array(correct, "correct")
+    array = as_array(correct, "correct")
     expected = f"a bool array of shape ({batch},) (one flag per score map)"
     if array.ndim != 1 or array.dtype.kind not in "biuf":
-        raise _checks.invalid("correct", expected, _checks.summarize(array))
+        raise invalid("correct", expected, array)
     _checks.check_batch_size(array.shape[0], batch, "correct")
     if not np.isin(array, (0, 1)).all():
-        raise _checks.invalid("correct", expected, _checks.summarize(array))
+        raise invalid("correct", expected, array)
     return array.astype(bool)
 
 
 def _check_masks(masks, shape, argument):
     """Validates binary masks of the score maps' shape; returns bool arrays."""
-    array = _checks.as_array(masks, argument)
+    array = as_array(masks, argument)
     expected = f"a binary (0/1 or bool) array of shape {shape}, like `scoremaps`"
     if (
         array.shape != shape
         or array.dtype.kind not in "biuf"
         or not np.isin(array, (0, 1)).all()
     ):
-        raise _checks.invalid(argument, expected, _checks.summarize(array))
+        raise invalid(argument, expected, array)
     return array.astype(bool)
 
 
@@ -187,10 +192,8 @@ class BoxEvaluator:
             cam_thresholds, "cam_thresholds", _default_thresholds()
         )
         self.iou_thresholds = _check_iou_thresholds(iou_thresholds)
-        self.loc_threshold = _checks.check_fraction(loc_threshold, "loc_threshold")
-        self.gt_box_mode = _checks.check_choice(
-            gt_box_mode, "gt_box_mode", _GT_BOX_MODES
-        )
+        self.loc_threshold = check_fraction(loc_threshold, "loc_threshold")
+        self.gt_box_mode = check_choice(gt_box_mode, "gt_box_mode", _GT_BOX_MODES)
         self.multi_contour = bool(multi_contour)
         # wsolevaluation compares `iou >= d / 100` with a Python division.
         self._iou_fractions = np.array([d / 100 for d in self.iou_thresholds])
@@ -236,12 +239,12 @@ class BoxEvaluator:
         correct = _check_correct(correct, batch)
         with_correct = correct is not None
         if self._with_correct is not None and with_correct != self._with_correct:
-            raise _checks.invalid(
+            raise invalid(
                 "correct",
                 "a value for every batch or for none (earlier batches "
                 + ("had" if self._with_correct else "did not have")
                 + " one)",
-                _checks.summarize(correct),
+                correct,
             )
         self._with_correct = with_correct
         for index in range(batch):
