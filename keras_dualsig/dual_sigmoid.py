@@ -1,10 +1,9 @@
 """Dual-branch sigmoid model surgery (Oh & Noh, BMVC 2025, arXiv:2511.05590)."""
 
 import keras
-from keras import ops
 
-from keras_dualsig import _graph
-from keras_dualsig._errors import invalid
+from keras_dualsig import _head
+from keras_dualsig._errors import check_choice, check_int, invalid
 from keras_dualsig._label_accuracy import LabelAccuracy
 from keras_dualsig.losses import ClassBalancedBinaryCrossentropy
 
@@ -13,6 +12,7 @@ _CONV_TYPES = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 # Authors' initialisation of Dense heads: N(0, 0.01), bias 0.
 _DENSE_INIT_STDDEV = 0.01
 BRANCH_SUFFIX = "_sigmoid"
+_FINAL_OR_LINEAR = (*_head.FINAL_ACTIVATIONS, "linear")
 
 
 @keras.saving.register_keras_serializable(package="keras_dualsig")
@@ -32,45 +32,31 @@ class DualSigmoidModel(keras.Model):
     Attributes:
         trunk: keras.Model, images -> feature map (B, h, w, channels). It shares
             its layers with the original classifier.
+        heads: {"softmax": the original head, "sigmoid": the branch}, each a
+            `Head` (its layers, their call arguments, how its logits are read).
         softmax_head: the original head layers (frozen), in call order.
         sigmoid_head: the branch layers, named `<original name>_sigmoid`.
         feature_layer: name of the layer whose output enters both heads.
         num_classes: number of classes C.
     """
 
-    _is_dual_sigmoid = True
-
-    def __init__(
-        self,
-        trunk,
-        softmax_head,
-        sigmoid_head,
-        *,
-        head_kwargs=None,
-        logits_mode="preactivation",
-        num_logit_layers=None,
-        name=None,
-        **kwargs,
-    ):
+    def __init__(self, trunk, softmax_head, sigmoid_head, *, name=None, **kwargs):
         # Images reach the trunk as given (converted to tensors, never cast), as
         # in the original Functional model, so the "softmax" output is identical
         # under mixed precision too.
         kwargs["autocast"] = False
         super().__init__(name=name, **kwargs)
         self.trunk = trunk
-        self.softmax_head = list(softmax_head)
-        self.sigmoid_head = list(sigmoid_head)
-        self.head_kwargs = [
-            dict(kw) for kw in (head_kwargs or [{}] * len(softmax_head))
-        ]
-        self.logits_mode = logits_mode
-        self.num_logit_layers = (
-            len(self.softmax_head) if num_logit_layers is None else num_logit_layers
-        )
+        # The layer lists are what Keras tracks (and where `.keras` files keep
+        # the weights: trunk, then the softmax head, then the branch); the
+        # Heads know how to run them.
+        self.softmax_head = list(softmax_head.layers)
+        self.sigmoid_head = list(sigmoid_head.layers)
+        self.heads = {"softmax": softmax_head, "sigmoid": sigmoid_head}
         features = keras.KerasTensor(trunk.output.shape, dtype=trunk.output.dtype)
         outputs = self.head_outputs(features)  # Builds the branch's variables.
         self.num_classes = int(outputs["softmax"].shape[-1])
-        self.feature_layer = trunk.output._keras_history.operation.name
+        self.feature_layer = _head.output_layer_name(trunk)
         self.built = True
 
     def build(self, input_shape=None):
@@ -101,25 +87,13 @@ class DualSigmoidModel(keras.Model):
             (float32 pre-softmax logits), "sigmoid_logits" (float32 pre-sigmoid
             logits), "sigmoid" (float32 probabilities).
         """
-        softmax, softmax_logits = _graph.apply_head(
-            self.softmax_head,
-            self.head_kwargs,
-            self.logits_mode,
-            self.num_logit_layers,
-            features,
-            training=False,
-        )
-        z = features
-        for layer, kwargs in zip(self.sigmoid_head, self.head_kwargs, strict=False):
-            z = layer(z, **{**kwargs, "training": training})
-        sigmoid_logits = ops.cast(z, "float32")
+        softmax, softmax_logits = self.heads["softmax"](features, training=False)
+        sigmoid, sigmoid_logits = self.heads["sigmoid"](features, training=training)
         return {
             "softmax": softmax,
             "softmax_logits": softmax_logits,
             "sigmoid_logits": sigmoid_logits,
-            # keras.activations.sigmoid keeps the logits on its output (TF), which
-            # lets the loss use them exactly.
-            "sigmoid": keras.activations.sigmoid(sigmoid_logits),
+            "sigmoid": sigmoid,
         }
 
     def call(self, inputs, training=None):
@@ -160,8 +134,9 @@ class DualSigmoidModel(keras.Model):
         features = keras.Input(
             self.trunk.output.shape[1:], dtype=self.trunk.output.dtype, name="features"
         )
+        head = self.heads["sigmoid"]
         z = features
-        for layer, kwargs in zip(self.sigmoid_head, self.head_kwargs, strict=False):
+        for layer, kwargs in zip(head.layers, head.call_kwargs, strict=True):
             z = layer(z, **kwargs)
         probs = keras.layers.Activation("sigmoid", dtype="float32", name="sigmoid")(z)
         return keras.Model(features, probs, name=f"{self.name}_branch")
@@ -217,17 +192,8 @@ class DualSigmoidModel(keras.Model):
         return {
             "name": self.name,
             "trunk": keras.saving.serialize_keras_object(self.trunk),
-            "softmax_head": [
-                keras.saving.serialize_keras_object(layer)
-                for layer in self.softmax_head
-            ],
-            "sigmoid_head": [
-                keras.saving.serialize_keras_object(layer)
-                for layer in self.sigmoid_head
-            ],
-            "head_kwargs": self.head_kwargs,
-            "logits_mode": self.logits_mode,
-            "num_logit_layers": self.num_logit_layers,
+            "softmax_head": keras.saving.serialize_keras_object(self.heads["softmax"]),
+            "sigmoid_head": keras.saving.serialize_keras_object(self.heads["sigmoid"]),
         }
 
     @classmethod
@@ -240,9 +206,49 @@ class DualSigmoidModel(keras.Model):
             )
 
         trunk = load(config.pop("trunk"))
-        softmax_head = [load(item) for item in config.pop("softmax_head")]
-        sigmoid_head = [load(item) for item in config.pop("sigmoid_head")]
+        if isinstance(config["softmax_head"], list):
+            softmax_head, sigmoid_head = _heads_from_v0_1_config(config, load)
+        else:
+            softmax_head = load(config.pop("softmax_head"))
+            sigmoid_head = load(config.pop("sigmoid_head"))
         return cls(trunk, softmax_head, sigmoid_head, **config)
+
+
+# How 0.1.0 files named the ways of reading the softmax head's logits.
+_V0_1_LOGITS = {
+    "activation_layer": "pre_activation",
+    "preactivation": "pre_activation",
+    "identity": "pre_activation",
+    "log": "log",
+}
+
+
+def _heads_from_v0_1_config(config, load):
+    """The two Heads of a model saved by keras_dualsig 0.1.0 (pops its keys).
+
+    0.1.0 stored the head layers as two lists plus the shared call arguments,
+    the logits mode and the number of logit layers.
+    """
+    softmax_layers = [load(item) for item in config.pop("softmax_head")]
+    sigmoid_layers = [load(item) for item in config.pop("sigmoid_head")]
+    call_kwargs = config.pop("head_kwargs", None) or [{} for _ in softmax_layers]
+    num_logit_layers = config.pop("num_logit_layers", None) or len(softmax_layers)
+    logits = _V0_1_LOGITS[config.pop("logits_mode", "preactivation")]
+    softmax_head = _head.Head(
+        softmax_layers, call_kwargs, num_logit_layers=num_logit_layers, logits=logits
+    )
+    sigmoid_head = _sigmoid_head(sigmoid_layers, call_kwargs)
+    return softmax_head, sigmoid_head
+
+
+def _sigmoid_head(layers, call_kwargs):
+    """The branch's Head: its layers end in linear logits; sigmoid in float32."""
+    return _head.Head(
+        layers,
+        call_kwargs[: len(layers)],
+        logits="pre_activation",
+        activation="sigmoid",
+    )
 
 
 def _targets_for(y):
@@ -267,7 +273,7 @@ def _branch_layer(layer, *, is_logit_layer, init, seed):
     config["name"] = layer.name + BRANCH_SUFFIX
     config["trainable"] = True
     if is_logit_layer and "activation" in config:
-        if _graph._activation_name(layer.activation) in _graph._FINAL_ACTIVATIONS:
+        if _head.activation_name(layer.activation) in _FINAL_OR_LINEAR:
             config["activation"] = "linear"  # The sigmoid is applied in float32.
     if init == "fresh":
         if isinstance(layer, keras.layers.Dense):
@@ -330,34 +336,35 @@ def dual_sigmoid(model, *, head_start=None, init="fresh", name=None, seed=None):
     >>> dual.predict(images)["sigmoid"].shape
     (n, C)
     """
-    if init not in _INITS:
-        raise invalid("init", f"one of {_INITS}", init)
-    if seed is not None and not isinstance(seed, int):
-        raise invalid("seed", "None or an int", seed)
-    parts = _graph.split_classifier(model, head_start=head_start)
-    branch_source = parts.head[: parts.num_logit_layers]
-    sigmoid_head = [
+    check_choice(init, "init", _INITS)
+    check_int(seed, "seed", allow_none=True)
+    if isinstance(model, DualSigmoidModel):
+        raise invalid(
+            "model",
+            "a plain classifier (this model already has a sigmoid branch)",
+            received=model.name,
+        )
+    trunk, softmax_head = _head.split_classifier(model, head_start=head_start)
+    branch_source = softmax_head.logit_layers
+    branch_layers = [
         _branch_layer(
             layer,
-            is_logit_layer=index == parts.num_logit_layers - 1,
+            is_logit_layer=index == len(branch_source) - 1,
             init=init,
             seed=None if seed is None else seed + index,
         )
         for index, layer in enumerate(branch_source)
     ]
-    parts.trunk.trainable = False
-    for layer in parts.head:
+    trunk.trainable = False
+    for layer in softmax_head.layers:
         layer.trainable = False
     dual = DualSigmoidModel(
-        parts.trunk,
-        parts.head,
-        sigmoid_head,
-        head_kwargs=parts.head_kwargs,
-        logits_mode=parts.logits_mode,
-        num_logit_layers=parts.num_logit_layers,
+        trunk,
+        softmax_head,
+        _sigmoid_head(branch_layers, softmax_head.call_kwargs),
         name=name or f"{model.name}_dual_sigmoid",
     )
     if init == "copy":
-        for source, clone in zip(branch_source, sigmoid_head, strict=True):
+        for source, clone in zip(branch_source, branch_layers, strict=True):
             clone.set_weights(source.get_weights())
     return dual

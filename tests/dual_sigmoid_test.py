@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers.models import run_model_saving_test
 
 import keras_dualsig as kd
 
@@ -320,14 +321,9 @@ def test_save_and_load_round_trip(tmp_path):
     dual = kd.dual_sigmoid(small_cnn(dropout=0))
     dual.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
     dual.fit(images, labels, batch_size=8, epochs=1, verbose=0, shuffle=False)
-    path = os.fspath(tmp_path / "dual.keras")
-    dual.save(path)
-    loaded = keras.models.load_model(path, safe_mode=True)
-    assert isinstance(loaded, kd.DualSigmoidModel)
+    loaded = run_model_saving_test(dual, images, tmp_path)
     assert loaded.feature_layer == dual.feature_layer
     assert branch_names(loaded) == branch_names(dual)
-    for key, value in dual.predict(images, verbose=0).items():
-        np.testing.assert_array_equal(loaded.predict(images, verbose=0)[key], value)
     assert [v.path for v in loaded.trainable_weights] == [
         v.path for v in dual.trainable_weights
     ]
@@ -396,3 +392,31 @@ def test_branch_model_shares_weights_and_matches():
     )
     branch.fit(np.asarray(features), labels, epochs=1, verbose=0)
     np.testing.assert_allclose(branch(features), dual(images)["sigmoid"], atol=1e-6)
+
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+
+
+def test_loads_a_file_saved_by_version_0_1(tmp_path):
+    # Written by keras_dualsig 0.1.0 (tests/fixtures/make_v0_1_fixture.py):
+    # the head layers were stored as lists with a separate logits mode.
+    loaded = keras.models.load_model(
+        os.path.join(FIXTURES, "dual_sigmoid_v0_1.keras"), safe_mode=True
+    )
+    recorded = np.load(os.path.join(FIXTURES, "dual_sigmoid_v0_1.npz"))
+    images = recorded["images"]
+    assert isinstance(loaded, kd.DualSigmoidModel)
+    assert loaded.feature_layer == "bn" and loaded.num_classes == 3
+    outputs = loaded.predict(images, verbose=0)
+    for key in ("softmax", "sigmoid"):
+        np.testing.assert_array_equal(outputs[key], recorded[key])
+    logits = loaded.logits(images)
+    for key in ("softmax", "sigmoid"):
+        np.testing.assert_allclose(
+            np.asarray(logits[key]), recorded[f"{key}_logits"], atol=1e-6
+        )
+    np.testing.assert_allclose(
+        kd.cams.GradCAM(loaded)(images), recorded["gradcam"], atol=1e-5
+    )
+    # Saved again, it is in today's format and still round-trips.
+    run_model_saving_test(loaded, images, tmp_path)

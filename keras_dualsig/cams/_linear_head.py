@@ -2,8 +2,8 @@
 
 import keras
 
-from keras_dualsig import _graph
-from keras_dualsig._graph import invalid
+from keras_dualsig import _head
+from keras_dualsig._errors import invalid
 
 # Identity at inference time, so they do not change the CAM weights.
 _PASSTHROUGH = (
@@ -21,8 +21,8 @@ _PASSTHROUGH = (
 
 
 def _is_linear(layer, final_allowed):
-    name = _graph._activation_name(getattr(layer, "activation", None))
-    return name == "linear" or (final_allowed and name in _graph._FINAL_ACTIVATIONS)
+    name = _head.activation_name(getattr(layer, "activation", None))
+    return name == "linear" or (final_allowed and name in _head.FINAL_ACTIVATIONS)
 
 
 def _is_pointwise_conv(layer):
@@ -34,7 +34,7 @@ def _is_pointwise_conv(layer):
     )
 
 
-def class_weight_layer(model_name, head, num_logit_layers):
+def class_weight_layer(model_name, head):
     """Index of the layer whose kernel holds the per-channel class weights.
 
     Accepts heads that compute `logit_k = mean_{i,j} sum_c W_ck A_cij + b_k`:
@@ -49,10 +49,10 @@ def class_weight_layer(model_name, head, num_logit_layers):
             layers (ConvNeXt's LayerNorm), max pooling or a non-linear class
             layer.
     """
-    index = _find(head[:num_logit_layers])
+    index = _find(head.logit_layers)
     if index is not None:
         return index
-    names = [layer.name for layer in head]
+    names = [layer.name for layer in head.layers]
     raise invalid(
         "model",
         "a classifier whose head is global average pooling and ONE linear "

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_dualsig import _graph
+from keras_dualsig._classifier import classifier_of
 from keras_dualsig._errors import (
     check_bool,
     check_class_index,
@@ -24,7 +25,6 @@ from keras_dualsig._errors import (
     invalid,
 )
 
-BRANCHES = ("sigmoid", "softmax")
 # A map whose range (max - min) is at most this fraction of its largest
 # magnitude counts as constant (float32 rounding noise) and becomes zeros.
 # pytorch-grad-cam instead divides by (max - min + 1e-7), which makes the
@@ -35,8 +35,10 @@ CONSTANT_MAP_TOLERANCE = 1e-6
 
 
 @dataclasses.dataclass
-class CamTarget:
-    """What a hook may need besides activations and gradients.
+class CamRequest:
+    """What is being explained: the images, their classes, the branch.
+
+    Handed to every hook besides the activations and gradients.
 
     Attributes:
         images: the input batch as given to the model, (B, H, W, channels).
@@ -56,8 +58,7 @@ class BaseCAM:
 
     Subclasses override one hook: `channel_weights` (per-channel weights, the
     map is then `sum_c w_c A_c`) or `activation_map` (the map itself, for
-    element-wise methods, which set `has_channel_weights = False`).
-    Gradient-free methods set `uses_gradients = False`.
+    element-wise methods). Gradient-free methods set `uses_gradients = False`.
 
     The explained score is the LOGIT of class k: the pre-sigmoid logit of the
     dual model's sigmoid branch (branch="sigmoid", the paper's method) or the
@@ -89,28 +90,14 @@ class BaseCAM:
     """
 
     uses_gradients = True
-    has_channel_weights = True
 
     def __init__(self, model, layer=None):
         self.model = model
-        self.is_dual = bool(getattr(model, "_is_dual_sigmoid", False))
-        if self.is_dual:
-            self._trunk = model.trunk
-            self.feature_layer = model.feature_layer
-            self.num_classes = int(model.num_classes)
-            self._head_layers = {
-                "softmax": list(model.softmax_head),
-                "sigmoid": list(model.sigmoid_head),
-            }
-            self._num_logit_layers = int(model.num_logit_layers)
-        else:
-            parts = _graph.split_classifier(model)
-            self._parts = parts
-            self._trunk = parts.trunk
-            self.feature_layer = parts.feature_layer
-            self.num_classes = int(parts.num_classes)
-            self._head_layers = {"softmax": list(parts.head)}
-            self._num_logit_layers = int(parts.num_logit_layers)
+        self.classifier = classifier_of(model)
+        self.is_dual = self.classifier.is_dual
+        self.feature_layer = self.classifier.feature_layer
+        self.num_classes = self.classifier.num_classes
+        self._trunk = self.classifier.trunk
         self.layer = self._resolve_layer(layer)
         self._input_spec = self._trunk.inputs[0]
         # One compiled function per flag combination (branch, argmax, ...), so
@@ -126,7 +113,7 @@ class BaseCAM:
             activations: float32 (B, h, w, c) feature map A.
             gradients: float32 (B, h, w, c), d(target logit)/dA, or None for
                 gradient-free methods.
-            target: a `CamTarget`.
+            target: a `CamRequest`.
 
         Returns:
             float32 (B, c) channel weights w (before rectification).
@@ -146,7 +133,7 @@ class BaseCAM:
         Args:
             activations: float32 (B, h, w, c).
             gradients: float32 (B, h, w, c) or None.
-            target: a `CamTarget`.
+            target: a `CamRequest`.
 
         Returns:
             float32 (B, h, w).
@@ -165,17 +152,7 @@ class BaseCAM:
 
         Used by gradient-free variants that score modified inputs (Score-CAM).
         """
-        return self._heads(self._trunk(images, training=False))[branch]
-
-    def _heads(self, features):
-        """Both heads on a feature map: {"softmax": logits[, "sigmoid": ...]}."""
-        if self.is_dual:
-            outputs = self.model.head_outputs(features)
-            return {
-                "softmax": outputs["softmax_logits"],
-                "sigmoid": outputs["sigmoid_logits"],
-            }
-        return {"softmax": self._parts.apply_head(features)[1]}
+        return self.classifier.logits(images)[branch]
 
     def _resolve_layer(self, layer):
         """Validates `layer`; builds the model images -> (A, features)."""
@@ -262,15 +239,7 @@ class BaseCAM:
         """
         images = self._check_images(images)
         batch = int(images.shape[0])
-        if branch not in BRANCHES:
-            raise invalid("branch", f"one of {BRANCHES}", branch)
-        if branch == "sigmoid" and not self.is_dual:
-            raise invalid(
-                "branch",
-                '"softmax" for a plain classifier ("sigmoid" needs a model '
-                "built by kd.dual_sigmoid)",
-                branch,
-            )
+        self.classifier.check_branch(branch)
         if positive_weights is None:
             positive_weights = branch == "sigmoid"
         positive_weights = check_bool(positive_weights, "positive_weights")
@@ -308,15 +277,7 @@ class BaseCAM:
         if self.uses_gradients:
             # Only A is a source: no variable (frozen or not) needs watching.
             with tf.GradientTape(watch_accessed_variables=False) as tape:
-                if self._tapped is None:
-                    activations = features = self._trunk(images, training=False)
-                    tape.watch(features)
-                else:
-                    # A lies inside the trunk: record the trunk from the images
-                    # so that d score / dA exists, still in one forward.
-                    tape.watch(images)
-                    activations, features = self._tapped(images, training=False)
-                logits = self._heads(features)
+                activations, logits = self._forward(images, tape)
                 class_index = self._targets(logits, class_index, use_argmax)
                 score = tf.reduce_sum(
                     tf.gather(logits[branch], class_index, axis=1, batch_dims=1)
@@ -331,22 +292,27 @@ class BaseCAM:
                 )
             gradients = tf.cast(gradients, tf.float32)
         else:
-            activations, features = self._forward(images)
-            logits = self._heads(features)
+            activations, logits = self._forward(images)
             class_index = self._targets(logits, class_index, use_argmax)
             gradients = None
-        target = CamTarget(images, class_index, branch, positive_weights)
+        target = CamRequest(images, class_index, branch, positive_weights)
         activations = tf.cast(activations, tf.float32)
         maps = tf.cast(self.activation_map(activations, gradients, target), tf.float32)
         return self._postprocess(maps, tf.shape(images)[1:3], **post)
 
-    def _forward(self, images):
-        """(activations, features) from one trunk run."""
+    def _forward(self, images, tape=None):
+        """(A, {branch: logits}) from one trunk run; A is watched by `tape`."""
         if self._tapped is None:
-            features = self._trunk(images, training=False)
-            return features, features
-        activations, features = self._tapped(images, training=False)
-        return activations, features
+            activations = features = self._trunk(images, training=False)
+            if tape is not None:
+                tape.watch(features)
+        else:
+            if tape is not None:
+                # A lies inside the trunk: record the trunk from the images
+                # so that d score / dA exists, still in one forward.
+                tape.watch(images)
+            activations, features = self._tapped(images, training=False)
+        return activations, self.classifier.head_logits(features)
 
     def _targets(self, logits, class_index, use_argmax):
         if not use_argmax:

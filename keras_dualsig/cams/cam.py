@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from keras_dualsig._graph import invalid
+from keras_dualsig._errors import invalid
 from keras_dualsig.cams._linear_head import class_weight_layer
 from keras_dualsig.cams.base import BaseCAM
 
@@ -44,11 +44,11 @@ class CAM(BaseCAM):
                 layer,
             )
         self._class_layer = class_weight_layer(
-            model.name, self._head_layers["softmax"], self._num_logit_layers
+            model.name, self.classifier.heads["softmax"]
         )
 
     def channel_weights(self, activations, gradients, target):
-        layer = self._head_layers[target.branch][self._class_layer]
+        layer = self.classifier.heads[target.branch].layers[self._class_layer]
         kernel = keras.ops.convert_to_tensor(layer.kernel)
         # Dense (c, C) or 1x1 conv (1, 1, c, C) -> (C, c)
         kernel = tf.transpose(

@@ -22,21 +22,20 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_dualsig._classifier import BRANCHES, classifier_of
 from keras_dualsig._errors import invalid
-from keras_dualsig._graph import split_classifier
 
 # Name of the identity layer on the head's input in `branch_model`; pass it as
 # tf-keras-vis's `penultimate_layer` with `seek_penultimate_conv_layer=False`.
 FEATURES = "kd_features"
-_BRANCHES = ("sigmoid", "softmax")
 
 
 class _BranchLogits(keras.layers.Layer):
     """Runs a head on the feature map at call time; returns [logits, 0].
 
-    The head runs inside `call` (not as symbolic Functional nodes) so that the
-    softmax head's logits are read with its final activation switched off at
-    run time. The appended zero column lets `LogitScore(from_softmax=True)`
+    The heads run inside `call`, as the package's `Head` reads their logits
+    (not as symbolic Functional nodes of the original layers). The appended
+    zero column lets `LogitScore(from_softmax=True)`
     recover `exp(logit)` from tf-keras-vis Scorecam's softmax over outputs.
     """
 
@@ -74,31 +73,10 @@ def branch_model(model, branch="sigmoid"):
         ValueError: (Keras template) for an unknown branch, or "sigmoid" on a
             plain classifier.
     """
-    if branch not in _BRANCHES:
-        raise invalid("branch", f"one of {_BRANCHES}", branch)
-    if getattr(model, "_is_dual_sigmoid", False):
-        trunk = model.trunk
-
-        def heads(features):
-            outputs = model.head_outputs(features)
-            return {
-                "softmax": outputs["softmax_logits"],
-                "sigmoid": outputs["sigmoid_logits"],
-            }
-
-    else:
-        if branch == "sigmoid":
-            raise invalid(
-                "branch",
-                '"softmax" for a plain classifier ("sigmoid" needs a model '
-                "built by kd.dual_sigmoid)",
-                branch,
-            )
-        parts = split_classifier(model)
-        trunk = parts.trunk
-
-        def heads(features):
-            return {"softmax": parts.apply_head(features)[1]}
+    classifier = classifier_of(model)
+    classifier.check_branch(branch)
+    trunk = classifier.trunk
+    heads = classifier.head_logits
 
     # The trunk's own symbolic output: inner layers keep their place in the
     # graph, so tf-keras-vis can also tap them on flat (non-nested) models.
@@ -117,8 +95,8 @@ def branch_modifier(branch="sigmoid"):
     Example:
     >>> Gradcam(dual, model_modifier=branch_modifier("sigmoid"), clone=False)
     """
-    if branch not in _BRANCHES:
-        raise invalid("branch", f"one of {_BRANCHES}", branch)
+    if branch not in BRANCHES:
+        raise invalid("branch", f"one of {BRANCHES}", branch)
     return lambda model: branch_model(model, branch)
 
 

@@ -15,7 +15,7 @@ model's float32 logits.
 import cv2
 import numpy as np
 
-from keras_dualsig import _graph
+from keras_dualsig._classifier import classifier_of
 from keras_dualsig._errors import (
     as_array,
     check_choice,
@@ -71,15 +71,15 @@ def _softmax(logits):
 class _Scorer:
     """Batched class confidences of one model.
 
-    Reads the logits through `_graph.model_logits`: "softmax" (the original
-    head's pre-softmax logits) and, for a DualSigmoidModel, "sigmoid" (the
-    branch's pre-sigmoid logits).
+    Reads the logits through the model's heads (`_classifier.classifier_of`):
+    "softmax" (the original head's pre-softmax logits) and, for a
+    DualSigmoidModel, "sigmoid" (the branch's pre-sigmoid logits).
     """
 
     def __init__(self, model, confidence, batch_size):
         self.confidence = check_choice(confidence, "confidence", CONFIDENCES)
         self.batch_size = check_positive_int(batch_size, "batch_size")
-        self.logits_fn = _graph.model_logits(model)
+        self.logits_fn = classifier_of(model).logits
         self.model_name = getattr(model, "name", type(model).__name__)
 
     def logits(self, images):
