@@ -9,6 +9,7 @@ one validator of each kind below.
 
 import numbers
 
+import keras
 import numpy as np
 
 _NO_VALUE = object()
@@ -45,7 +46,7 @@ def describe(value, limit=80):
     """
     if hasattr(value, "shape") and hasattr(value, "dtype"):
         try:
-            array = np.asarray(value)
+            array = as_array(value, "value")
         except Exception:  # Symbolic tensors cannot become arrays.
             return f"<{type(value).__name__} shape={tuple(value.shape)}>"
         if array.ndim == 0:
@@ -120,10 +121,16 @@ def check_fraction(value, argument):
 
 
 def as_array(value, argument):
-    """`np.asarray` that reports unconvertible inputs in the template."""
+    """A NumPy array of `value`; tensors of any Keras backend are accepted.
+
+    Unconvertible inputs are reported in the template.
+    """
     try:
+        if keras.ops.is_tensor(value):
+            # Detaches torch tensors that require gradients, copies from devices.
+            return keras.ops.convert_to_numpy(value)
         return np.asarray(value)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, RuntimeError) as err:
         raise invalid(argument, "an array-like", value) from err
 
 

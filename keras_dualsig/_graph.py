@@ -53,57 +53,40 @@ def all_layer_names(model, prefix=""):
     return names
 
 
-def _inline(model, inputs, taps, kwargs):
+def _inline(model, inputs, on_output, kwargs):
     """Symbolically runs `model` on `inputs`, inlining nested models.
 
     Every layer of a nested Functional or Sequential model is called directly on
     the outer tensors, so that the output of any inner layer becomes a tensor
-    of the flattened graph. Outputs of layers listed in `taps` are recorded.
+    of the flattened graph. `on_output(op, outputs)` sees each operation's
+    outputs and returns what the graph continues with.
     """
     kwargs = {key: value for key, value in kwargs.items() if key != "training"}
     if isinstance(model, keras.Sequential):
         x = inputs[0] if isinstance(inputs, list | tuple) else inputs
         for layer in model.layers:
-            x = _run_op(layer, (x,), {}, taps)
+            x = _run_op(layer, (x,), {}, on_output)
         return x
     if _keras_internals.can_run_through_graph(model):
 
         def operation_fn(op):
-            return lambda *args, **kw: _run_op(op, args, kw, taps)
+            return lambda *args, **kw: _run_op(op, args, kw, on_output)
 
         return _keras_internals.run_through_graph(model, inputs, operation_fn)
     return model(*inputs, **kwargs)
 
 
-def _run_op(op, args, kwargs, taps):
+def _run_op(op, args, kwargs, on_output):
     if isinstance(op, keras.Sequential) or _keras_internals.can_run_through_graph(op):
-        outputs = _inline(op, list(args), taps, kwargs)
+        outputs = _inline(op, list(args), on_output, kwargs)
     else:
         outputs = op(*args, **kwargs)
-    if id(op) in taps and taps[id(op)] is None:
-        taps[id(op)] = outputs
-    return outputs
+    return on_output(op, outputs)
 
 
-def tap_model(model, layer_names):
-    """A model returning the outputs of named layers and the model's output.
-
-    Works for layers inside nested backbones: nested models are inlined into one
-    flat graph (sharing the same layer objects and weights), so one forward pass
-    yields every tapped tensor and the output, ready for `GradientTape`.
-
-    Args:
-        model: a built Functional or Sequential keras.Model.
-        layer_names: list of layer names or "outer/inner" paths.
-
-    Returns:
-        keras.Model with outputs `[*taps, model_output]`.
-
-    Raises:
-        ValueError: if a name is not a layer of the model (the message lists
-            the available names).
-    """
-    taps = {}
+def _find_all(model, layer_names):
+    """The named layers, or a ValueError listing the available names."""
+    layers = []
     for name in layer_names:
         layer, _ = find_layer(model, name)
         if layer is None:
@@ -113,23 +96,69 @@ def tap_model(model, layer_names):
                 f"{all_layer_names(model)[-40:]})",
                 name,
             )
-        taps[id(layer)] = None
-    inputs = [
+        layers.append(layer)
+    return layers
+
+
+def _inputs_like(model):
+    return [
         keras.Input(
             shape=tensor.shape[1:], dtype=tensor.dtype, batch_size=tensor.shape[0]
         )
         for tensor in model.inputs
     ]
-    output = _inline(model, inputs, taps, {})
-    tapped = []
-    for name in layer_names:
-        layer, _ = find_layer(model, name)
-        value = taps[id(layer)]
-        if value is None:  # pragma: no cover - defensive: layer not on the path.
-            raise invalid("layer", "a layer on the path to the output", name)
-        tapped.append(value)
+
+
+def probe_model(model, layer_names):
+    """A model that exposes named layers' outputs and lets gradients in there.
+
+    Each tapped layer's output A gets a second input added to it, `A + d`,
+    and the graph continues from `A + d`. Fed with `d = 0`, the model
+    computes exactly what `model` computes, and the gradient of any function
+    of its outputs with respect to `d` is the gradient with respect to A, at
+    any layer (inside a residual block or a nested backbone too, where the
+    model cannot be split at the layer), on every backend.
+
+    Nested models are inlined into one flat graph sharing the same layer
+    objects and weights.
+
+    Args:
+        model: a built Functional or Sequential keras.Model.
+        layer_names: list of layer names or "outer/inner" paths.
+
+    Returns:
+        keras.Model with inputs `[*model.inputs, d_1, ..., d_k]` (d_i shaped
+        like layer i's output) and outputs `[A_1 + d_1, ..., A_k + d_k,
+        model_output]`.
+
+    Raises:
+        ValueError: if a name is not a layer of the model (the message lists
+            the available names) or a layer is not on the path to the output.
+    """
+    layers = _find_all(model, layer_names)
+    wanted = {id(layer): index for index, layer in enumerate(layers)}
+    probes = {}
+
+    def on_output(op, outputs):
+        index = wanted.get(id(op))
+        if index is None or index in probes:  # Shared layers: the first call.
+            return outputs
+        delta = keras.Input(
+            shape=outputs.shape[1:], dtype=outputs.dtype, batch_size=outputs.shape[0]
+        )
+        # A named layer in A's own dtype: no name clash with the user's
+        # layers, no cast under mixed precision.
+        add = keras.layers.Add(dtype=outputs.dtype, name=f"kd_probe_{index}")
+        probes[index] = (delta, add([outputs, delta]))
+        return probes[index][1]
+
+    inputs = _inputs_like(model)
+    output = _inline(model, inputs, on_output, {})
+    missing = [name for index, name in enumerate(layer_names) if index not in probes]
+    if missing:
+        raise invalid("layer", "a layer on the path to the output", missing[0])
+    deltas = [probes[index][0] for index in range(len(layers))]
+    tapped = [probes[index][1] for index in range(len(layers))]
     return keras.Model(
-        inputs if len(inputs) > 1 else inputs[0],
-        [*tapped, output],
-        name=f"{model.name}_taps",
+        [*inputs, *deltas], [*tapped, output], name=f"{model.name}_probe"
     )

@@ -1,11 +1,14 @@
 """Dual-branch sigmoid model surgery (Oh & Noh, BMVC 2025, arXiv:2511.05590)."""
 
+import threading
+
 import keras
+from keras import ops
 
 from keras_dualsig import _head
 from keras_dualsig._errors import check_choice, check_int, invalid
 from keras_dualsig._label_accuracy import LabelAccuracy
-from keras_dualsig.losses import ClassBalancedBinaryCrossentropy
+from keras_dualsig.losses import _PROB_EPSILON, ClassBalancedBinaryCrossentropy
 
 _INITS = ("fresh", "copy")
 _CONV_TYPES = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
@@ -99,6 +102,7 @@ class DualSigmoidModel(keras.Model):
     def call(self, inputs, training=None):
         features = self.trunk(inputs, training=False)
         outputs = self.head_outputs(features, training=bool(training))
+        _LOGITS.keep(self, outputs["sigmoid"], outputs["sigmoid_logits"])
         return {"softmax": outputs["softmax"], "sigmoid": outputs["sigmoid"]}
 
     def logits(self, images):
@@ -144,7 +148,10 @@ class DualSigmoidModel(keras.Model):
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
         """Configures training of the sigmoid branch.
 
-        With no `loss`, the branch trains with `ClassBalancedBinaryCrossentropy`.
+        With no `loss`, the branch trains with `ClassBalancedBinaryCrossentropy`
+        computed from the branch's logits (exact for saturated sigmoids, on
+        every backend): `compute_loss` reads the logits that `call` computed
+        with the "sigmoid" probabilities it receives.
         A loss that is not a dict applies to the "sigmoid" output only (the
         original head is frozen). With no `metrics`, reports the accuracy of
         both outputs ("softmax_accuracy", "sigmoid_accuracy"); a list of metrics
@@ -159,9 +166,14 @@ class DualSigmoidModel(keras.Model):
             **kwargs: other `keras.Model.compile` arguments.
         """
         if loss is None:
-            loss = ClassBalancedBinaryCrossentropy()
+            loss = ClassBalancedBinaryCrossentropy(from_logits=True)
         if not isinstance(loss, dict):
             loss = {"sigmoid": loss}
+        # A logits loss on the branch gets the logits (see compute_loss).
+        branch_loss = loss.get("sigmoid")
+        self._loss_from_logits = isinstance(
+            branch_loss, ClassBalancedBinaryCrossentropy
+        ) and bool(branch_loss.from_logits)
         if metrics is None:
             metrics = {
                 "softmax": [LabelAccuracy(name="accuracy")],
@@ -173,6 +185,10 @@ class DualSigmoidModel(keras.Model):
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, **kwargs):
+        if getattr(self, "_loss_from_logits", False) and isinstance(y_pred, dict):
+            # The default loss reads logits: those of this step's call, or (for
+            # outputs computed elsewhere) the clipped probabilities' logits.
+            y_pred = {**y_pred, "sigmoid": _LOGITS.of(self, y_pred["sigmoid"])}
         return super().compute_loss(
             x=x, y=_targets_for(y), y_pred=y_pred, sample_weight=sample_weight, **kwargs
         )
@@ -249,6 +265,33 @@ def _sigmoid_head(layers, call_kwargs):
         logits="pre_activation",
         activation="sigmoid",
     )
+
+
+class _LogitsOfOutputs(threading.local):
+    """The sigmoid logits of each model's latest call, per thread.
+
+    `call` returns probabilities (the public output); the default loss needs
+    the logits of those same probabilities. Keras trainers pass `call`'s
+    outputs to `compute_loss` unchanged within one step, on every backend, so
+    the logits are found by the identity of the probabilities tensor.
+    Thread-local because tf.distribute traces replicas in threads.
+    """
+
+    def keep(self, model, probabilities, logits):
+        self.__dict__[id(model)] = (probabilities, logits)
+
+    def of(self, model, probabilities):
+        kept = self.__dict__.get(id(model))
+        if kept is not None and kept[0] is probabilities:
+            return kept[1]
+        # Not from this model's latest call: logits of the clipped probabilities.
+        probabilities = ops.clip(
+            ops.cast(probabilities, "float32"), _PROB_EPSILON, 1.0 - _PROB_EPSILON
+        )
+        return ops.log(probabilities) - ops.log1p(-probabilities)
+
+
+_LOGITS = _LogitsOfOutputs()
 
 
 def _targets_for(y):

@@ -2,9 +2,9 @@
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
+from keras_dualsig import _backend
 from keras_dualsig._errors import invalid
 
 # Probabilities are clipped this far from 0 and 1 when no logits are available.
@@ -27,11 +27,12 @@ class ClassBalancedBinaryCrossentropy(keras.losses.Loss):
     Computed in float32 whatever the inputs' dtype.
 
     Args:
-        from_logits: whether `y_pred` holds logits. When False, `y_pred` holds
-            sigmoid probabilities; if they come straight from a Keras sigmoid
-            (as the DualSigmoidModel's "sigmoid" output does on TensorFlow), the
-            logits attached to them are used for exactness, otherwise the
-            probabilities are clipped to [1e-7, 1 - 1e-7].
+        from_logits: whether `y_pred` holds logits (exact for any logit).
+            When False, `y_pred` holds sigmoid probabilities, clipped to
+            [1e-7, 1 - 1e-7] (so a saturated probability loses its gradient).
+            `kd.DualSigmoidModel.compile()` with no loss uses
+            `from_logits=True` and feeds it the branch's logits, on every
+            backend.
         pos_weight: "balanced" (C - 1) or a non-negative float.
         reduction: Keras loss reduction, default "sum_over_batch_size".
         name: loss name.
@@ -45,8 +46,13 @@ class ClassBalancedBinaryCrossentropy(keras.losses.Loss):
         float32 scalar (or (batch,) with reduction=None).
 
     Raises:
-        ValueError: for an unknown `pos_weight`, C < 2, or (in eager mode)
-            labels outside [0, C).
+        ValueError: for an unknown `pos_weight`, C < 2, or labels outside
+            [0, C) or not integral, when the values can be read (eager
+            execution, e.g. torch, or TensorFlow/JAX outside compiled
+            functions). Inside a TensorFlow graph (`fit` on TensorFlow) a
+            graph assertion fails at run time with the same message. Inside
+            `jax.jit` (`fit` on JAX) labels cannot be checked: an
+            out-of-range label gives an all-zero target row.
 
     Example:
     >>> loss = ClassBalancedBinaryCrossentropy(from_logits=True)
@@ -74,19 +80,13 @@ class ClassBalancedBinaryCrossentropy(keras.losses.Loss):
         self.pos_weight = pos_weight
 
     def call(self, y_true, y_pred):
-        logits = None
-        if self.from_logits:
-            logits = y_pred
-        else:
-            # Keras' TensorFlow sigmoid keeps its input on the output tensor.
-            logits = getattr(y_pred, "_keras_logits", None)
         y_pred = ops.convert_to_tensor(y_pred)
         num_classes = y_pred.shape[-1]
         if num_classes is None or num_classes < 2:
             raise invalid("y_pred", "scores of shape (batch, C) with C >= 2", y_pred)
         targets = _one_hot_targets(y_true, num_classes)  # (B, C) float32
-        if logits is not None:
-            logits = ops.cast(logits, "float32")
+        if self.from_logits:
+            logits = ops.cast(y_pred, "float32")
             positive = ops.softplus(-logits)  # -log sigmoid(z)
             negative = ops.softplus(logits)  # -log (1 - sigmoid(z))
         else:
@@ -122,31 +122,34 @@ def _one_hot_targets(y_true, num_classes):
             f"integer labels (batch,) or one-hot labels (batch, {num_classes})",
             y_true,
         )
-    labels = ops.cast(ops.round(ops.cast(y_true, "float32")), "int32")
-    if tf.executing_eagerly():
-        values = np.asarray(labels)
-        bad = values[(values < 0) | (values >= num_classes)]
-        if bad.size:
+    if _backend.is_traced(y_true):
+        labels = _backend.assert_class_labels(y_true, num_classes)
+    else:
+        labels = _check_labels(y_true, num_classes)
+    return ops.one_hot(ops.cast(labels, "int32"), num_classes, dtype="float32")
+
+
+def _check_labels(y_true, num_classes):
+    """Integral labels in [0, num_classes), checked on their values."""
+    values = ops.convert_to_numpy(y_true)
+    if values.dtype.kind == "f":
+        fractional = values[values != np.round(values)]
+        if fractional.size:
             raise invalid(
                 "y_true",
-                f"class labels in [0, {num_classes})",
-                received=f"labels including {bad[:5].tolist()}",
+                "integer class labels (floats with a fractional part are "
+                "not labels; one-hot labels need shape (batch, C))",
+                received=f"labels including {fractional[:5].tolist()}",
             )
-    else:
-        # In graphs (fit), out-of-range labels would one-hot to all zeros.
-        checks = [
-            tf.debugging.assert_non_negative(
-                labels, message="Invalid value received for argument `y_true`."
-            ),
-            tf.debugging.assert_less(
-                labels,
-                num_classes,
-                message=(
-                    "Invalid value received for argument `y_true`. Expected "
-                    f"class labels in [0, {num_classes})."
-                ),
-            ),
-        ]
-        with tf.control_dependencies(checks):
-            labels = tf.identity(labels)
-    return ops.one_hot(labels, num_classes, dtype="float32")
+    elif values.dtype.kind not in "iu":
+        raise invalid("y_true", "integer class labels", y_true)
+    # Keras casts labels to the loss dtype (float32) before `call`.
+    values = values.astype(np.int64)
+    bad = values[(values < 0) | (values >= num_classes)]
+    if bad.size:
+        raise invalid(
+            "y_true",
+            f"class labels in [0, {num_classes})",
+            received=f"labels including {bad[:5].tolist()}",
+        )
+    return ops.convert_to_tensor(values.astype(np.int32))

@@ -5,12 +5,12 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from keras_dualsig._errors import invalid
+from keras_dualsig._errors import as_array, invalid
 
 
 def _as_uint8_rgb(image, argument="image"):
     """(H, W), (H, W, 1) or (H, W, 3) in [0, 1] floats or uint8 -> uint8 (H, W, 3)."""
-    image = np.asarray(image)
+    image = as_array(image, argument)
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]
     if image.ndim == 2:
@@ -34,7 +34,7 @@ def _as_uint8_rgb(image, argument="image"):
 
 
 def _check_map(cam, argument="cam"):
-    cam = np.asarray(cam, dtype=np.float32)
+    cam = as_array(cam, argument).astype(np.float32)
     if cam.ndim != 2:
         raise invalid(argument, "a map of shape (H, W)", cam)
     if not np.all(np.isfinite(cam)) or cam.min() < 0.0 or cam.max() > 1.0:
@@ -154,7 +154,7 @@ def compare(
         matplotlib.figure.Figure (not attached to pyplot; save it with
         `fig.savefig(path)`, display it in a notebook as the cell's value).
     """
-    images = np.asarray(images)
+    images = as_array(images, "images")
     if images.ndim not in (3, 4):
         raise invalid("images", "a batch (B, H, W[, C])", images)
     if not isinstance(maps_by_title, dict) or not maps_by_title:

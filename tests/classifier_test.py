@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 from helpers.errors import raises_invalid
+from keras.ops import convert_to_numpy as to_numpy
 
 import keras_dualsig as kd
 from keras_dualsig._classifier import classifier_of
@@ -31,10 +32,10 @@ def test_plain_and_dual_models():
     # Both see the same softmax logits; the dual's sigmoid logits are the model's.
     expected = dual_model.logits(images)
     for branch, logits in dual.logits(images).items():
-        np.testing.assert_array_equal(np.asarray(logits), np.asarray(expected[branch]))
+        np.testing.assert_array_equal(to_numpy(logits), to_numpy(expected[branch]))
     np.testing.assert_allclose(
-        np.asarray(plain.logits(images)["softmax"]),
-        np.asarray(expected["softmax"]),
+        to_numpy(plain.logits(images)["softmax"]),
+        to_numpy(expected["softmax"]),
         atol=1e-6,
     )
 

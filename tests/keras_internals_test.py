@@ -6,6 +6,7 @@ the API in the test.
 
 import keras
 import numpy as np
+from keras.ops import convert_to_numpy as to_numpy
 
 from keras_dualsig import _keras_internals
 
@@ -57,7 +58,5 @@ def test_run_through_graph_calls_the_hook_for_every_operation():
     assert _keras_internals.can_run_through_graph(model)
     assert not _keras_internals.can_run_through_graph(L.Dense(2))
     outputs = _keras_internals.run_through_graph(model, [images], operation_fn)
-    np.testing.assert_allclose(
-        np.asarray(outputs), np.asarray(model(images)), atol=1e-6
-    )
+    np.testing.assert_allclose(to_numpy(outputs), to_numpy(model(images)), atol=1e-6)
     assert called == ["conv", "gap", "drop", "dense"]

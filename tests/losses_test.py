@@ -68,14 +68,25 @@ def test_probabilities_match_logits_away_from_saturation():
     )
 
 
-def test_sigmoid_output_uses_attached_logits_exactly():
-    # Probabilities saturate to exactly 1.0 at z = 40; the logits carried by a
-    # Keras sigmoid keep the loss exact.
+def test_saturated_probabilities_are_clipped_not_read_from_attributes():
+    # Probabilities saturate to exactly 1.0 at z = 40. The loss never reads
+    # logits hidden on a tensor (compilation drops them on some backends):
+    # probabilities are clipped to 1 - 1e-7 on every backend, and the exact
+    # value needs from_logits=True (what DualSigmoidModel.compile uses).
     logits = tf.constant([[40.0, -3.0, 1.0]])
     probs = keras.activations.sigmoid(logits)
+    clipped = np.clip(probs.numpy().astype(np.float64), 1e-7, 1 - 1e-7)
+    # Label 0: positive term on class 0 (weight C - 1 = 2), negatives on 1, 2.
+    expected = (
+        2.0 * -np.log(clipped[0, 0])
+        - np.log(1 - clipped[0, 1])
+        - np.log(1 - clipped[0, 2])
+    ) / 3
     loss = kd.ClassBalancedBinaryCrossentropy()
-    assert float(loss([1], probs)) == pytest.approx(
-        _reference(logits.numpy(), [1]), rel=1e-5
+    assert float(loss([0], probs)) == pytest.approx(expected, rel=1e-5)
+    exact = kd.ClassBalancedBinaryCrossentropy(from_logits=True)
+    assert float(exact([0], logits)) == pytest.approx(
+        _reference(logits.numpy(), [0]), rel=1e-5
     )
 
 

@@ -1,29 +1,35 @@
 """BaseCAM: everything the class activation map variants share.
 
-The shared pipeline (Oh & Noh, BMVC 2025, arXiv:2511.05590, METHOD.md
-"Inference"): one compiled forward computes the feature map and both heads;
-a `GradientTape` differentiates the chosen head's target logit with respect to
-the feature map; a variant turns activations and gradients into a map; the
-base rectifies, min-max normalises, resizes (bilinear) and min-max normalises
-again, in the order of pytorch-grad-cam's `BaseCAM`. Variants override ONE
-hook: `channel_weights` (CAM, Grad-CAM, Grad-CAM++, XGrad-CAM, Score-CAM) or
-`activation_map` (LayerCAM, HiResCAM).
+The shared pipeline (Oh & Noh, BMVC 2025, arXiv:2511.05590; docs/method.md,
+"Inference"): one compiled function per batch runs the model once, with a
+zero "probe" added at the explained layer's output, so that the gradient of
+the chosen head's target logit with respect to the probe is the gradient with
+respect to the feature map A, on every Keras backend (`keras_dualsig._backend`
+holds what differs: gradients and compilation). A variant turns A and the
+gradients into a map; the base rectifies, min-max normalises, resizes
+(bilinear) and min-max normalises again, in the order of pytorch-grad-cam's
+`BaseCAM`. Variants override ONE hook: `channel_weights` (CAM, Grad-CAM,
+Grad-CAM++, XGrad-CAM, Score-CAM) or `activation_map` (LayerCAM, HiResCAM).
+All math is on `keras.ops`, in float32.
 """
 
 import dataclasses
 import functools
 
+import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
-from keras_dualsig import _graph
-from keras_dualsig._classifier import classifier_of
+from keras_dualsig import _backend, _graph
+from keras_dualsig._classifier import BRANCHES, classifier_of
 from keras_dualsig._errors import (
     check_bool,
     check_class_index,
     check_positive_int,
     invalid,
 )
+
+__all__ = ["BRANCHES", "CONSTANT_MAP_TOLERANCE", "BaseCAM", "CamRequest"]
 
 # A map whose range (max - min) is at most this fraction of its largest
 # magnitude counts as constant (float32 rounding noise) and becomes zeros.
@@ -47,8 +53,8 @@ class CamRequest:
         positive_weights: whether channel weights are rectified (max(w, 0)).
     """
 
-    images: tf.Tensor
-    class_index: tf.Tensor
+    images: object
+    class_index: object
     branch: str
     positive_weights: bool
 
@@ -68,14 +74,17 @@ class BaseCAM:
     `log p_k = z_k - logsumexp(z)`, whose gradient is
     `dz_k/dA - sum_j p_j dz_j/dA`, not the logit's.
 
+    Maps are computed on the model's current weights at every call, also
+    after further training of the model.
+
     Args:
         model: a `kd.DualSigmoidModel`, or a plain single-output Keras
             classifier (then only branch="softmax" is available).
         layer: name of the layer whose output feature map is explained;
             default the head's input (`model.feature_layer`). Any layer with a
             rank-4 output (batch, height, width, channels) before the head,
-            including one inside a nested backbone (a unique name or an
-            "outer/inner" path).
+            including one inside a residual block or a nested backbone (a
+            unique name or an "outer/inner" path).
 
     Raises:
         ValueError: (Keras template) if `model` is not a classifier with a
@@ -100,20 +109,21 @@ class BaseCAM:
         self._trunk = self.classifier.trunk
         self.layer = self._resolve_layer(layer)
         self._input_spec = self._trunk.inputs[0]
-        # One compiled function per flag combination (branch, argmax, ...), so
-        # each traces once and batch sizes share a trace (reduce_retracing).
+        # Every variable a compiled function may read: the model's own.
+        self._variables = list(model.variables)
+        # One compiled function per flag combination (branch, argmax, ...).
         self._compiled = {}
 
     # ------------------------------------------------------------------ hooks
 
-    def channel_weights(self, activations, gradients, target):
+    def channel_weights(self, activations, gradients, request):
         """Per-channel weights of the map; the hook most variants override.
 
         Args:
             activations: float32 (B, h, w, c) feature map A.
             gradients: float32 (B, h, w, c), d(target logit)/dA, or None for
                 gradient-free methods.
-            target: a `CamRequest`.
+            request: a `CamRequest`.
 
         Returns:
             float32 (B, c) channel weights w (before rectification).
@@ -123,42 +133,43 @@ class BaseCAM:
             "`activation_map`."
         )
 
-    def activation_map(self, activations, gradients, target):
+    def activation_map(self, activations, gradients, request):
         """The raw signed map, before ReLU, normalisation and resize.
 
         The default is `sum_c w_c A_c` with w from `channel_weights`,
-        rectified (max(w, 0)) when `target.positive_weights`. Element-wise
+        rectified (max(w, 0)) when `request.positive_weights`. Element-wise
         variants override this hook instead.
 
         Args:
             activations: float32 (B, h, w, c).
             gradients: float32 (B, h, w, c) or None.
-            target: a `CamRequest`.
+            request: a `CamRequest`.
 
         Returns:
             float32 (B, h, w).
         """
-        weights = self.channel_weights(activations, gradients, target)
-        weights = tf.cast(weights, tf.float32)
-        if target.positive_weights:
-            weights = tf.nn.relu(weights)
+        weights = ops.cast(
+            self.channel_weights(activations, gradients, request), "float32"
+        )
+        if request.positive_weights:
+            weights = ops.relu(weights)
         # (B, h, w, c) x (B, c) -> (B, h, w)
-        return tf.einsum("bhwc,bc->bhw", activations, weights)
+        return ops.einsum("bhwc,bc->bhw", activations, weights)
 
     # ---------------------------------------------------------- model access
 
     def class_logits(self, images, branch):
         """Float32 (N, C) logits of one head for a batch, in inference mode.
 
-        Used by gradient-free variants that score modified inputs (Score-CAM).
+        Used by gradient-free variants that score modified inputs (Score-CAM);
+        callable inside the compiled function.
         """
         return self.classifier.logits(images)[branch]
 
     def _resolve_layer(self, layer):
-        """Validates `layer`; builds the model images -> (A, features)."""
-        if layer is None or layer == self.feature_layer:
-            self._tapped = None
-            return self.feature_layer
+        """Validates `layer`; builds the probe model [images, d] -> (A, features)."""
+        if layer is None:
+            layer = self.feature_layer
         if not isinstance(layer, str):
             raise invalid("layer", "None or a layer name (str)", layer)
         found, _ = _graph.find_layer(self._trunk, layer)
@@ -173,8 +184,8 @@ class BaseCAM:
                 "'outer/inner')"
             )
             raise invalid("layer", expected, layer)
-        tapped = _graph.tap_model(self._trunk, [layer])
-        shape = tapped.outputs[0].shape
+        probe = _graph.probe_model(self._trunk, [layer])
+        shape = probe.outputs[0].shape
         if len(shape) != 4:
             raise invalid(
                 "layer",
@@ -182,7 +193,7 @@ class BaseCAM:
                 "width, channels)",
                 received=f"{layer!r} (output shape {tuple(shape)})",
             )
-        self._tapped = tapped
+        self._probe = probe
         return layer
 
     # ------------------------------------------------------------- the call
@@ -209,7 +220,7 @@ class BaseCAM:
                 head's pre-softmax logit (the baseline).
             positive_weights: rectify channel weights, w <- max(w, 0). None
                 means True for branch="sigmoid" and False for "softmax"
-                (METHOD.md step 3). Applies to channel-weight methods only;
+                (docs/method.md, "Inference"). Applies to channel-weight methods only;
                 LayerCAM and HiResCAM ignore it, Score-CAM weights are
                 positive already.
             normalize: True: ReLU, per-image min-max to [0, 1], and after the
@@ -242,112 +253,104 @@ class BaseCAM:
         self.classifier.check_branch(branch)
         if positive_weights is None:
             positive_weights = branch == "sigmoid"
-        positive_weights = check_bool(positive_weights, "positive_weights")
-        normalize = check_bool(normalize, "normalize")
-        resize = check_bool(resize, "resize")
+        flags = {
+            "use_argmax": class_index is None,
+            "branch": branch,
+            "positive_weights": check_bool(positive_weights, "positive_weights"),
+            "normalize": check_bool(normalize, "normalize"),
+            "resize": check_bool(resize, "resize"),
+        }
         batch_size = check_positive_int(batch_size, "batch_size", allow_none=True)
         batch_size = batch if batch_size is None else batch_size
         indices = check_class_index(class_index, batch, self.num_classes)
-        use_argmax = indices is None
-        indices = tf.zeros((batch,), tf.int32) if use_argmax else tf.constant(indices)
-        flags = {
-            "use_argmax": use_argmax,
-            "branch": branch,
-            "positive_weights": bool(positive_weights),
-            "normalize": bool(normalize),
-            "resize": bool(resize),
-        }
+        if indices is None:
+            indices = np.zeros((batch,), np.int32)
         key = tuple(sorted(flags.items()))
         if key not in self._compiled:
-            self._compiled[key] = tf.function(
-                functools.partial(self._compute_batch, **flags), reduce_retracing=True
+            self._compiled[key] = _backend.compile(
+                functools.partial(self._compute_batch, **flags), self._variables
             )
         compiled = self._compiled[key]
-        maps = []
-        for start in range(0, batch, int(batch_size)):
-            stop = min(start + int(batch_size), batch)
-            maps.append(compiled(images[start:stop], indices[start:stop]))
-        maps = maps[0] if len(maps) == 1 else tf.concat(maps, axis=0)
-        return maps.numpy().astype(np.float32, copy=False)
+        maps = [
+            ops.convert_to_numpy(
+                compiled(
+                    images[start : start + batch_size],
+                    indices[start : start + batch_size],
+                )
+            )
+            for start in range(0, batch, batch_size)
+        ]
+        maps = maps[0] if len(maps) == 1 else np.concatenate(maps)
+        return maps.astype(np.float32, copy=False)
 
     def _compute_batch(
         self, images, class_index, *, use_argmax, branch, positive_weights, **post
     ):
-        """One batch, traced once per flag combination (see __call__)."""
-        if self.uses_gradients:
-            # Only A is a source: no variable (frozen or not) needs watching.
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                activations, logits = self._forward(images, tape)
-                class_index = self._targets(logits, class_index, use_argmax)
-                score = tf.reduce_sum(
-                    tf.gather(logits[branch], class_index, axis=1, batch_dims=1)
-                )
-            gradients = tape.gradient(score, activations)
-            if gradients is None:
-                raise invalid(
-                    "layer",
-                    "a layer on the path from the images to the output, with "
-                    "floating-point inputs (no gradient reached it)",
-                    self.layer,
-                )
-            gradients = tf.cast(gradients, tf.float32)
-        else:
-            activations, logits = self._forward(images)
-            class_index = self._targets(logits, class_index, use_argmax)
-            gradients = None
-        target = CamRequest(images, class_index, branch, positive_weights)
-        activations = tf.cast(activations, tf.float32)
-        maps = tf.cast(self.activation_map(activations, gradients, target), tf.float32)
-        return self._postprocess(maps, tf.shape(images)[1:3], **post)
+        """One batch, compiled once per flag combination (see __call__)."""
+        images = ops.convert_to_tensor(images)
+        class_index = ops.convert_to_tensor(class_index, "int32")
+        activations, gradients, class_index = self._explain(
+            images, class_index, use_argmax, branch
+        )
+        request = CamRequest(images, class_index, branch, positive_weights)
+        maps = ops.cast(self.activation_map(activations, gradients, request), "float32")
+        return _postprocess(maps, tuple(images.shape[1:3]), **post)
 
-    def _forward(self, images, tape=None):
-        """(A, {branch: logits}) from one trunk run; A is watched by `tape`."""
-        if self._tapped is None:
-            activations = features = self._trunk(images, training=False)
-            if tape is not None:
-                tape.watch(features)
-        else:
-            if tape is not None:
-                # A lies inside the trunk: record the trunk from the images
-                # so that d score / dA exists, still in one forward.
-                tape.watch(images)
-            activations, features = self._tapped(images, training=False)
-        return activations, self.classifier.head_logits(features)
+    def _explain(self, images, class_index, use_argmax, branch):
+        """(A, dz/dA or None, explained classes) from one forward pass.
 
-    def _targets(self, logits, class_index, use_argmax):
-        if not use_argmax:
-            return class_index
-        # The paper explains the frozen softmax head's prediction k*.
-        return tf.argmax(logits["softmax"], axis=-1, output_type=tf.int32)
+        A zero probe d is added to A inside the model; the gradient of the
+        summed target logits with respect to d is the gradient with respect
+        to A (each image's logit depends on its own A only).
+        """
+        probe_spec = self._probe.inputs[-1]
+        zeros = ops.zeros(
+            (images.shape[0], *probe_spec.shape[1:]), dtype=probe_spec.dtype
+        )
 
-    @staticmethod
-    def _postprocess(maps, size, *, normalize, resize):
-        """ReLU, min-max, bilinear resize, min-max (pytorch-grad-cam order)."""
-        if normalize:
-            maps = _min_max(tf.nn.relu(maps))
-        if resize:
-            # (B, h, w) -> (B, H, W); half-pixel bilinear == cv2 INTER_LINEAR.
-            maps = tf.image.resize(
-                maps[..., None], size, method="bilinear", antialias=False
-            )[..., 0]
-        if normalize:
-            maps = _min_max(maps)
-            finite = tf.reduce_all(tf.math.is_finite(maps), axis=[1, 2], keepdims=True)
-            maps = tf.where(finite, maps, tf.zeros_like(maps))
-        return maps
+        def score(delta):
+            activations, features = self._probe([images, delta], training=False)
+            logits = self.classifier.head_logits(features)
+            if use_argmax:
+                # The paper explains the frozen softmax head's prediction k*.
+                target = ops.cast(ops.argmax(logits["softmax"], axis=-1), "int32")
+            else:
+                target = class_index
+            picked = ops.take_along_axis(
+                logits[branch], ops.expand_dims(target, -1), axis=1
+            )
+            return ops.sum(picked), (activations, target)
+
+        if not self.uses_gradients:
+            _, (activations, target) = score(zeros)
+            return ops.cast(activations, "float32"), None, target
+        (activations, target), gradients = _backend.value_and_grad(score, zeros)
+        if gradients is None:
+            raise invalid(
+                "layer",
+                "a layer on the path from the images to the output, with "
+                "floating-point inputs (no gradient reached it)",
+                self.layer,
+            )
+        return (
+            ops.cast(activations, "float32"),
+            ops.cast(gradients, "float32"),
+            target,
+        )
 
     # ---------------------------------------------------------- validation
 
     def _check_images(self, images):
+        """Images as a backend tensor of the model's input dtype, validated."""
         spec = self._input_spec
         expected_shape = ("batch", *tuple(spec.shape[1:]))
         try:
-            images = tf.convert_to_tensor(images)
+            images = ops.convert_to_tensor(images)
         except (TypeError, ValueError) as err:
             raise invalid(
                 "images", f"an array of shape {expected_shape}", images
             ) from err
-        if images.shape.rank != len(spec.shape):
+        if len(images.shape) != len(spec.shape):
             raise invalid(
                 "images",
                 f"a batch of rank {len(spec.shape)} with shape {expected_shape}",
@@ -363,21 +366,39 @@ class BaseCAM:
                 )
         if images.shape[0] == 0:
             raise invalid("images", "a non-empty batch", images)
-        dtype = tf.as_dtype(spec.dtype)
-        if images.dtype != dtype and dtype.is_floating:
-            images = tf.cast(images, dtype)
+        dtype = keras.backend.standardize_dtype(spec.dtype)
+        if keras.backend.standardize_dtype(images.dtype) != dtype and (
+            "float" in dtype
+        ):
+            images = ops.cast(images, dtype)
         return images
 
     def __repr__(self):
         return f"{type(self).__name__}(model={self.model.name!r}, layer={self.layer!r})"
 
 
+def _postprocess(maps, size, *, normalize, resize):
+    """ReLU, min-max, bilinear resize, min-max (pytorch-grad-cam order)."""
+    if normalize:
+        maps = _min_max(ops.relu(maps))
+    if resize:
+        # (B, h, w) -> (B, H, W); half-pixel bilinear == cv2 INTER_LINEAR.
+        maps = ops.image.resize(
+            maps[..., None], size, interpolation="bilinear", antialias=False
+        )[..., 0]
+    if normalize:
+        maps = _min_max(maps)
+        finite = ops.all(ops.isfinite(maps), axis=(1, 2), keepdims=True)
+        maps = ops.where(finite, maps, ops.zeros_like(maps))
+    return maps
+
+
 def _min_max(maps):
     """Per-image min-max of (B, h, w) maps to [0, 1]; constant or NaN -> 0."""
-    low = tf.reduce_min(maps, axis=[1, 2], keepdims=True)
-    high = tf.reduce_max(maps, axis=[1, 2], keepdims=True)
+    low = ops.min(maps, axis=(1, 2), keepdims=True)
+    high = ops.max(maps, axis=(1, 2), keepdims=True)
     span = high - low
-    scale = tf.maximum(tf.abs(low), tf.abs(high))
+    scale = ops.maximum(ops.abs(low), ops.abs(high))
     # False for NaN/inf too, so those maps become zeros.
     varies = span > CONSTANT_MAP_TOLERANCE * scale
-    return tf.where(varies, (maps - low) / tf.where(varies, span, 1.0), 0.0)
+    return ops.where(varies, (maps - low) / ops.where(varies, span, 1.0), 0.0)

@@ -1,7 +1,6 @@
 """CAM: the class layer's weights are the channel weights."""
 
-import keras
-import tensorflow as tf
+from keras import ops
 
 from keras_dualsig._errors import invalid
 from keras_dualsig.cams._linear_head import class_weight_layer
@@ -47,12 +46,10 @@ class CAM(BaseCAM):
             model.name, self.classifier.heads["softmax"]
         )
 
-    def channel_weights(self, activations, gradients, target):
-        layer = self.classifier.heads[target.branch].layers[self._class_layer]
-        kernel = keras.ops.convert_to_tensor(layer.kernel)
+    def channel_weights(self, activations, gradients, request):
+        layer = self.classifier.heads[request.branch].layers[self._class_layer]
+        kernel = ops.cast(ops.convert_to_tensor(layer.kernel), "float32")
         # Dense (c, C) or 1x1 conv (1, 1, c, C) -> (C, c)
-        kernel = tf.transpose(
-            tf.reshape(tf.cast(kernel, tf.float32), (-1, kernel.shape[-1]))
-        )
+        kernel = ops.transpose(ops.reshape(kernel, (-1, kernel.shape[-1])))
         # (C, c) -> (B, c)
-        return tf.gather(kernel, target.class_index)
+        return ops.take(kernel, request.class_index, axis=0)

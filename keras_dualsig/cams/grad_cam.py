@@ -1,6 +1,6 @@
 """Grad-CAM: channel weights are the spatially averaged gradients."""
 
-import tensorflow as tf
+from keras import ops
 
 from keras_dualsig.cams.base import BaseCAM
 
@@ -20,6 +20,6 @@ class GradCAM(BaseCAM):
     >>> softmax_maps = cam(images, branch="softmax")  # the baseline
     """
 
-    def channel_weights(self, activations, gradients, target):
+    def channel_weights(self, activations, gradients, request):
         # (B, h, w, c) -> (B, c)
-        return tf.reduce_mean(gradients, axis=[1, 2])
+        return ops.mean(gradients, axis=(1, 2))

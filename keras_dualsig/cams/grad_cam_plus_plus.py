@@ -1,6 +1,6 @@
 """Grad-CAM++: second-order weighting of the positive gradients."""
 
-import tensorflow as tf
+from keras import ops
 
 from keras_dualsig.cams.base import BaseCAM
 
@@ -24,12 +24,12 @@ class GradCAMPlusPlus(BaseCAM):
     >>> maps = kd.cams.GradCAMPlusPlus(dual)(images)
     """
 
-    def channel_weights(self, activations, gradients, target):
-        grads_2 = tf.square(gradients)
+    def channel_weights(self, activations, gradients, request):
+        grads_2 = ops.square(gradients)
         grads_3 = grads_2 * gradients
         # (B, h, w, c) -> (B, 1, 1, c)
-        sums = tf.reduce_sum(activations, axis=[1, 2], keepdims=True)
+        sums = ops.sum(activations, axis=(1, 2), keepdims=True)
         alpha = grads_2 / (2.0 * grads_2 + sums * grads_3 + GRAD_CAM_PLUS_PLUS_EPSILON)
-        alpha = tf.where(gradients != 0.0, alpha, tf.zeros_like(alpha))
+        alpha = ops.where(gradients != 0.0, alpha, ops.zeros_like(alpha))
         # (B, h, w, c) -> (B, c)
-        return tf.reduce_sum(tf.nn.relu(gradients) * alpha, axis=[1, 2])
+        return ops.sum(ops.relu(gradients) * alpha, axis=(1, 2))

@@ -1,6 +1,6 @@
 """HiResCAM: element-wise gradients times activations."""
 
-import tensorflow as tf
+from keras import ops
 
 from keras_dualsig.cams.base import BaseCAM
 
@@ -19,8 +19,6 @@ class HiResCAM(BaseCAM):
     >>> maps = kd.cams.HiResCAM(dual)(images)
     """
 
-    has_channel_weights = False
-
-    def activation_map(self, activations, gradients, target):
+    def activation_map(self, activations, gradients, request):
         # (B, h, w, c) -> (B, h, w)
-        return tf.reduce_sum(gradients * activations, axis=-1)
+        return ops.sum(gradients * activations, axis=-1)

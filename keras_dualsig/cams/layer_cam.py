@@ -1,6 +1,6 @@
 """LayerCAM: element-wise positive gradients times activations."""
 
-import tensorflow as tf
+from keras import ops
 
 from keras_dualsig.cams.base import BaseCAM
 
@@ -18,8 +18,6 @@ class LayerCAM(BaseCAM):
     >>> maps = kd.cams.LayerCAM(dual, layer="conv4_block6_out")(images)
     """
 
-    has_channel_weights = False
-
-    def activation_map(self, activations, gradients, target):
+    def activation_map(self, activations, gradients, request):
         # (B, h, w, c) -> (B, h, w)
-        return tf.reduce_sum(tf.nn.relu(gradients) * activations, axis=-1)
+        return ops.sum(ops.relu(gradients) * activations, axis=-1)

@@ -1,6 +1,7 @@
 """Score-CAM: channel weights from the target logit on channel-masked inputs."""
 
-import tensorflow as tf
+import numpy as np
+from keras import ops
 
 from keras_dualsig._errors import check_positive_int
 from keras_dualsig.cams.base import BaseCAM
@@ -48,60 +49,75 @@ class ScoreCAM(BaseCAM):
         )
         self.score_batch_size = check_positive_int(score_batch_size, "score_batch_size")
 
-    def channel_weights(self, activations, gradients, target):
+    def channel_weights(self, activations, gradients, request):
         num_channels = activations.shape[-1]
-        selected, channels = activations, None
-        if self.max_channels is not None and self.max_channels < num_channels:
-            # (B, h, w, c) -> (B, k): the most-varying channels of each image.
-            variance = tf.math.reduce_variance(activations, axis=[1, 2])
-            channels = tf.math.top_k(variance, self.max_channels).indices
-            selected = tf.gather(activations, channels, axis=3, batch_dims=1)
-        weights = tf.nn.softmax(self._masked_scores(selected, target), axis=-1)
-        if channels is None:
-            return weights
+        if self.max_channels is None or self.max_channels >= num_channels:
+            return ops.softmax(self._masked_scores(activations, request), axis=-1)
+        # (B, h, w, c) -> (B, k): the most-varying channels of each image.
+        variance = ops.var(activations, axis=(1, 2))
+        _, channels = ops.top_k(variance, self.max_channels)
+        selected = ops.take_along_axis(activations, channels[:, None, None, :], axis=3)
+        weights = ops.softmax(self._masked_scores(selected, request), axis=-1)
         # (B, k) -> (B, c), zero for the channels not scored.
-        one_hot = tf.one_hot(channels, num_channels, dtype=weights.dtype)
-        return tf.einsum("bkc,bk->bc", one_hot, weights)
+        one_hot = ops.one_hot(channels, num_channels, dtype=weights.dtype)
+        return ops.einsum("bkc,bk->bc", one_hot, weights)
 
-    def _masked_scores(self, maps, target):
+    def _masked_scores(self, maps, request):
         """Target logits of the images masked by each map: (B, h, w, k) -> (B, k)."""
-        images = target.images
-        shape = tf.shape(maps)
-        batch, height, width, count = shape[0], shape[1], shape[2], shape[3]
+        images = request.images
+        batch, height, width, count = maps.shape
+        size = images.shape[1:3]
+        # One mask per (image, channel) pair, in image-major order, padded to
+        # whole chunks of `score_batch_size` so that every step has one shape.
         total = batch * count
-        # One mask per (image, channel) pair, in image-major order.
-        pairs = tf.reshape(tf.transpose(maps, [0, 3, 1, 2]), [-1, height, width, 1])
-        image_of_pair = tf.repeat(tf.range(batch), count)
-        class_of_pair = tf.repeat(target.class_index, count)
-        step = self.score_batch_size
-        num_steps = (total + step - 1) // step
+        step = min(self.score_batch_size, total)
+        num_steps = -(-total // step)
+        padding = num_steps * step - total
+        pairs = ops.reshape(ops.transpose(maps, (0, 3, 1, 2)), (total, height, width))
+        pairs = ops.pad(pairs, ((0, padding), (0, 0), (0, 0)))
+        image_of_pair = ops.convert_to_tensor(
+            np.minimum(np.arange(num_steps * step) // count, batch - 1), "int32"
+        )
+        class_of_pair = ops.pad(ops.repeat(request.class_index, count), ((0, padding),))
+        # (H, h) and (W, w) interpolation matrices: bilinear with aligned
+        # corners, as pytorch-grad-cam's `UpsamplingBilinear2d`.
+        rows = ops.convert_to_tensor(_align_corners_matrix(size[0], height))
+        columns = ops.convert_to_tensor(_align_corners_matrix(size[1], width))
 
         def body(index, scores):
             start = index * step
-            stop = tf.minimum(start + step, total)
-            masks = tf.raw_ops.ResizeBilinear(
-                images=pairs[start:stop],
-                size=tf.shape(images)[1:3],
-                align_corners=True,
-                half_pixel_centers=False,
-            )
-            low = tf.reduce_min(masks, axis=[1, 2, 3], keepdims=True)
-            high = tf.reduce_max(masks, axis=[1, 2, 3], keepdims=True)
+            chunk = ops.slice(pairs, (start, 0, 0), (step, height, width))
+            # (n, h, w) -> (n, H, W), then min-max per mask.
+            masks = ops.einsum("Hh,nhw,Ww->nHW", rows, chunk, columns)
+            low = ops.min(masks, axis=(1, 2), keepdims=True)
+            high = ops.max(masks, axis=(1, 2), keepdims=True)
             masks = (masks - low) / (high - low + SCORE_CAM_MASK_EPSILON)
-            masked = tf.gather(images, image_of_pair[start:stop]) * tf.cast(
-                masks, images.dtype
-            )
-            logits = self.class_logits(masked, target.branch)
-            score = tf.gather(logits, class_of_pair[start:stop], axis=1, batch_dims=1)
-            return index + 1, scores.write(index, score)
+            sources = ops.take(images, ops.slice(image_of_pair, (start,), (step,)), 0)
+            masked = sources * ops.cast(masks[..., None], images.dtype)
+            logits = self.class_logits(masked, request.branch)
+            classes = ops.slice(class_of_pair, (start,), (step,))
+            score = ops.take_along_axis(logits, classes[:, None], axis=1)[:, 0]
+            return ops.slice_update(scores, (start,), score)
 
-        scores = tf.TensorArray(
-            tf.float32, size=num_steps, infer_shape=False, element_shape=[None]
+        scores = ops.fori_loop(
+            0, num_steps, body, ops.zeros((num_steps * step,), "float32")
         )
-        _, scores = tf.while_loop(
-            lambda index, _: index < num_steps,
-            body,
-            (tf.constant(0), scores),
-            parallel_iterations=1,
-        )
-        return tf.reshape(scores.concat(), [batch, count])
+        return ops.reshape(scores[:total], (batch, count))
+
+
+def _align_corners_matrix(size_out, size_in):
+    """(size_out, size_in) float32 weights of bilinear resizing, aligned corners.
+
+    Output pixel i samples input position `i * (size_in - 1) / (size_out - 1)`
+    and mixes its two neighbours linearly (every row sums to 1).
+    """
+    matrix = np.zeros((size_out, size_in), np.float32)
+    if size_in == 1 or size_out == 1:
+        matrix[:, 0] = 1.0
+        return matrix
+    positions = np.arange(size_out) * (size_in - 1) / (size_out - 1)
+    low = np.minimum(np.floor(positions).astype(int), size_in - 2)
+    frac = (positions - low).astype(np.float32)
+    matrix[np.arange(size_out), low] = 1.0 - frac
+    matrix[np.arange(size_out), low + 1] += frac
+    return matrix

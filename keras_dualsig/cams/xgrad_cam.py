@@ -1,6 +1,6 @@
 """XGrad-CAM: activation-weighted gradients, normalised by the activation sum."""
 
-import tensorflow as tf
+from keras import ops
 
 from keras_dualsig.cams.base import BaseCAM
 
@@ -20,8 +20,8 @@ class XGradCAM(BaseCAM):
     >>> maps = kd.cams.XGradCAM(dual)(images)
     """
 
-    def channel_weights(self, activations, gradients, target):
+    def channel_weights(self, activations, gradients, request):
         # (B, h, w, c) -> (B, c)
-        sums = tf.reduce_sum(activations, axis=[1, 2])
-        weighted = tf.reduce_sum(gradients * activations, axis=[1, 2])
+        sums = ops.sum(activations, axis=(1, 2))
+        weighted = ops.sum(gradients * activations, axis=(1, 2))
         return weighted / (sums + XGRAD_CAM_EPSILON)

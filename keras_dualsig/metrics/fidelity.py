@@ -87,7 +87,9 @@ class _Scorer:
         parts = []
         for start in range(0, images.shape[0], self.batch_size):
             outputs = self.logits_fn(images[start : start + self.batch_size])
-            parts.append({k: np.asarray(v, np.float64) for k, v in outputs.items()})
+            parts.append(
+                {k: as_array(v, k).astype(np.float64) for k, v in outputs.items()}
+            )
         logits = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         if self.confidence != "softmax" and "sigmoid" not in logits:
             raise invalid(

@@ -90,7 +90,9 @@ def test_logits_output_model():
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, keras.layers.Dense(4, name="logits")(x))
     image = _image(32)
-    features = keras.Model(inputs, model.layers[1].output)(image).numpy()
+    features = keras.ops.convert_to_numpy(
+        keras.Model(inputs, model.layers[1].output)(image)
+    )
     kernel = model.get_layer("logits").get_weights()[0]
     k = int(model.predict(image, verbose=0).argmax())
     raw = cams.CAM(model)(image, branch="softmax", normalize=False, resize=False)

@@ -288,7 +288,7 @@ def test_cam_on_conv_class_head():
     branch_kernel = rng.normal(0, 1, (1, 1, 4, CLASSES))
     dual.sigmoid_head[0].set_weights([branch_kernel, np.zeros(CLASSES)])
     x = rng.uniform(0, 1, (2, 6, 6, 2)).astype("float32")
-    features = keras.Model(inputs, a)(x).numpy().astype(np.float64)
+    features = keras.ops.convert_to_numpy(keras.Model(inputs, a)(x)).astype(np.float64)
     class_index = np.array([2, 0])
     cam = cams.CAM(dual)
     for branch, k, positive in (

@@ -67,7 +67,7 @@ def test_positive_clamp_removes_negative_channels(images, name):
         0.5, 1.5, CHANNELS
     )
     branch.set_weights([kernel, bias])
-    features = dual.trunk(images).numpy().astype(np.float64)
+    features = keras.ops.convert_to_numpy(dual.trunk(images)).astype(np.float64)
     cam = cams.get(name)(dual)
 
     raw = cam(images, 0, normalize=False, resize=False)

@@ -24,7 +24,7 @@ def images():
 
 
 def test_cap_scores_the_most_varying_channels(dual, images):
-    features = dual.trunk(images).numpy().astype(np.float64)
+    features = keras.ops.convert_to_numpy(dual.trunk(images)).astype(np.float64)
     variance = features.var(axis=(1, 2))  # (B, c)
     capped = cams.ScoreCAM(dual, max_channels=3, score_batch_size=4)
     raw = capped(images, 1, normalize=False, resize=False)
