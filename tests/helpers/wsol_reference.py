@@ -105,8 +105,8 @@ class ReferenceBoxEvaluator:
       (all GT boxes) >= d / 100, best t; every contour if `multi_contour`.
     - MaxBoxAcc: largest contour, all GT boxes, IoU >= 0.5, best t.
     - GT-known Loc: the largest contour's box at `loc_threshold` has IoU >=
-      0.5 with the best GT box; Top-1 Loc also needs `correct`.
-    - gt_box_mode="first" keeps only each image's first GT box.
+      0.5 with the best GT box ("any") or with the first one ("first", the
+      authors' `iou_val[0]`); Top-1 Loc also needs `correct`.
 
     Example:
         reference = ReferenceBoxEvaluator(THRESHOLDS)
@@ -136,8 +136,6 @@ class ReferenceBoxEvaluator:
     def accumulate(self, scoremap, gt, correct=None):
         """Scores one (H, W) map against its GT boxes (n, 4)."""
         gt = np.asarray(gt).reshape(-1, 4)
-        if self.gt_box_mode == "first":
-            gt = gt[:1]
         boxes, counts, largest = [], [], []
         for threshold in self.thresholds:
             contour_boxes, big = threshold_boxes(scoremap, threshold)
@@ -154,7 +152,9 @@ class ReferenceBoxEvaluator:
             self.hits[d] += best >= d / 100
         self.hits_v1 += best_largest >= 0.5
         _, loc_box = threshold_boxes(scoremap, self.loc_threshold)
-        hit = bool(inclusive_iou([loc_box], gt).max() >= 0.5)
+        loc_ious = inclusive_iou([loc_box], gt)[0]
+        loc_iou = loc_ious[0] if self.gt_box_mode == "first" else loc_ious.max()
+        hit = bool(loc_iou >= 0.5)
         self.gt_known += hit
         if correct is not None:
             self.with_correct = True
