@@ -3,16 +3,19 @@
 Both evaluate the same CAM-like 224x224 score maps at the same 1001 thresholds
 (0.000 ... 1.000) in the same run, and must give identical results (asserted).
 The reference is the per-threshold loop of clovaai/wsolevaluation
-(`compute_bboxes_from_scoremaps` + `calculate_multiple_iou`): one OpenCV
-`findContours` per threshold, shared by the multi-contour (MaxBoxAccV2) and the
-largest-contour (MaxBoxAcc, GT-known Loc) boxes so that it does no redundant
-work. `BoxEvaluator` calls `findContours` once per distinct uint8 level.
+(`compute_bboxes_from_scoremaps` + `calculate_multiple_iou`) that the tests use,
+tests/helpers/wsol_reference.py: one OpenCV `findContours` per threshold, shared
+by the multi-contour (MaxBoxAccV2) and the largest-contour (MaxBoxAcc, GT-known
+Loc) boxes so that it does no redundant work. `BoxEvaluator` calls
+`findContours` once per distinct uint8 level.
 
     python benchmarks/wsol_speed.py                      # 256 maps, ~15 s
     python benchmarks/wsol_speed.py --num_images=2000    # more maps
+    python benchmarks/wsol_speed.py --num_images=16 --size=64   # a smoke run
 """
 
 import os
+import sys
 
 # oneDNN crashes in some TensorFlow kernels on CI CPUs; keras_dualsig imports TF.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -26,8 +29,11 @@ from absl import app, flags  # noqa: E402
 
 import keras_dualsig as kd  # noqa: E402
 
-_IOU_THRESHOLDS = (30, 50, 70)
-_LOC_THRESHOLD = 0.2
+# The reference lives with the tests, which check the library against it.
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests")
+)
+from helpers.wsol_reference import ReferenceBoxEvaluator  # noqa: E402
 
 
 def define_flags():
@@ -95,90 +101,6 @@ def gt_boxes_for(scoremaps, rng):
             )
         boxes.append(np.array(image_boxes, np.int64))
     return boxes
-
-
-def _reference_iou(box_a, box_b):
-    """wsolevaluation's `calculate_multiple_iou` (inclusive pixel counts)."""
-    a, b = box_a[:, None, :], box_b[None, :, :]
-    inter = np.maximum(
-        0, np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1
-    ) * np.maximum(
-        0, np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1
-    )
-    area_a = (a[..., 2] - a[..., 0] + 1) * (a[..., 3] - a[..., 1] + 1)
-    area_b = (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1)
-    union = area_a + area_b - inter
-    degenerate = union <= 0
-    iou = inter / np.where(degenerate, 1, union)
-    iou[degenerate] = 0
-    return iou
-
-
-def _reference_boxes(scoremap, threshold):
-    """All boxes and the largest-contour box at one threshold (wsolevaluation)."""
-    height, width = scoremap.shape
-    image = np.expand_dims((scoremap * 255).astype(np.uint8), 2)
-    _, binary = cv2.threshold(
-        image, int(threshold * np.max(image)), 255, cv2.THRESH_BINARY
-    )
-    contours = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
-    if len(contours) == 0:
-        return [[0, 0, 0, 0]], [0, 0, 0, 0]
-
-    def to_box(contour):
-        x, y, w, h = cv2.boundingRect(contour)
-        return [x, y, min(x + w, width - 1), min(y + h, height - 1)]
-
-    return [to_box(c) for c in contours], to_box(max(contours, key=cv2.contourArea))
-
-
-class ReferenceBoxEvaluator:
-    """The straightforward per-threshold algorithm, BoxEvaluator's outputs.
-
-    Contours at every threshold, as wsolevaluation; the IoUs of one image are
-    computed in one vectorised call over the boxes of all thresholds (as
-    wsolevaluation's `BoxEvaluator.accumulate` does).
-    """
-
-    def __init__(self, thresholds):
-        self.thresholds = thresholds
-        self.num_correct = {d: np.zeros(len(thresholds)) for d in _IOU_THRESHOLDS}
-        self.num_correct_v1 = np.zeros(len(thresholds))
-        self.gt_known = self.top1 = self.count = 0
-
-    def update(self, scoremaps, gt_boxes, correct):
-        for scoremap, gt, is_correct in zip(scoremaps, gt_boxes, correct, strict=True):
-            multi, single, counts = [], [], []
-            for threshold in self.thresholds:
-                boxes, largest = _reference_boxes(scoremap, threshold)
-                multi.extend(boxes)
-                single.append(largest)
-                counts.append(len(boxes))
-            box_iou = _reference_iou(np.array(multi), gt).max(axis=1)
-            starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-            best_multi = np.maximum.reduceat(box_iou, starts)
-            best_single = _reference_iou(np.array(single), gt).max(axis=1)
-            for d in _IOU_THRESHOLDS:
-                self.num_correct[d][best_multi >= d / 100] += 1
-            self.num_correct_v1[best_single >= 0.5] += 1
-            _, loc_box = _reference_boxes(scoremap, _LOC_THRESHOLD)
-            hit = _reference_iou(np.array([loc_box]), gt).max() >= 0.5
-            self.gt_known += hit
-            self.top1 += hit and is_correct
-            self.count += 1
-
-    def result(self):
-        count = float(self.count)
-        best = [
-            float((self.num_correct[d] * 100.0 / count).max()) for d in _IOU_THRESHOLDS
-        ]
-        result = {"MaxBoxAccV2": float(np.mean(best))}
-        for d, value in zip(_IOU_THRESHOLDS, best, strict=True):
-            result[f"MaxBoxAcc@{d}"] = value
-        result["MaxBoxAcc"] = float((self.num_correct_v1 * 100.0 / count).max())
-        result["GT-known Loc"] = self.gt_known * 100.0 / count
-        result["Top-1 Loc"] = self.top1 * 100.0 / count
-        return result
 
 
 def run(flags_values):

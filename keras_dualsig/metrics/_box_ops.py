@@ -1,8 +1,9 @@
 """Box operations with the conventions of clovaai/wsolevaluation.
 
-Private helpers of `cam_to_boxes` and `BoxEvaluator`; see `boxes.py` for the
-conventions (Choe et al., CVPR 2020, `compute_bboxes_from_scoremaps` and
-`calculate_multiple_iou` in evaluation.py).
+Private helpers of `cam_to_boxes` and `BoxEvaluator`; see `boxes.py` and
+docs/method.md, section "Boxes from a score map", for the conventions (Choe et
+al., CVPR 2020, `compute_bboxes_from_scoremaps` and `calculate_multiple_iou`
+in evaluation.py).
 """
 
 import cv2
@@ -115,7 +116,9 @@ def iou_matrix(boxes_a, boxes_b):
 
     Same arithmetic as wsolevaluation's `calculate_multiple_iou`: integer
     areas `(x1 - x0 + 1) * (y1 - y0 + 1)`, float64 ratio, and 0 where the
-    union is not positive.
+    union is not positive. Boxes are not clipped: a GT box with x1 = width
+    counts the column past the map, as in wsolevaluation (docs/method.md,
+    section "IoU").
 
     Args:
         boxes_a: int (n, 4) x0, y0, x1, y1.

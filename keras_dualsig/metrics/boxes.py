@@ -18,11 +18,13 @@ This module reproduces it to the letter:
    blob, exactly as wsolevaluation run with the same OpenCV).
 
 IoU counts pixels inclusively: area = (x1 - x0 + 1) * (y1 - y0 + 1).
+docs/method.md, sections "Boxes from a score map" and "IoU", states the same
+conventions with the reasons.
 """
 
 import numpy as np
 
-from keras_dualsig._errors import check_fraction
+from keras_dualsig._errors import check_bool, check_fraction
 from keras_dualsig.metrics import _box_ops, _checks
 
 
@@ -49,7 +51,8 @@ def cam_to_boxes(scoremap, threshold, multi_contour=False):
 
     Raises:
         ValueError: if `scoremap` is not 2-D, has NaN or values outside
-            [0, 1], or `threshold` is not in [0, 1].
+            [0, 1], `threshold` is not in [0, 1], or `multi_contour` is not a
+            bool.
 
     Example:
 
@@ -61,6 +64,7 @@ def cam_to_boxes(scoremap, threshold, multi_contour=False):
     """
     scoremap = _checks.check_scoremaps(scoremap, "scoremap", ndim=2)
     threshold = check_fraction(threshold, "threshold")
+    multi_contour = check_bool(multi_contour, "multi_contour")
     image = _box_ops.to_uint8(scoremap)
     cuts = _box_ops.cut_levels(np.array([threshold]), image.max())
     boxes, _, largest = _box_ops.contour_boxes(image, cuts)

@@ -9,7 +9,8 @@
   2018 (beyond the paper).
 
 Every model call is batched; confidences are computed in float64 from the
-model's float32 logits.
+model's float32 logits. docs/method.md, section "Fidelity metrics", gives the
+formulas and the confidence options.
 """
 
 import cv2
@@ -18,6 +19,7 @@ import numpy as np
 from keras_dualsig._classifier import classifier_of
 from keras_dualsig._errors import (
     as_array,
+    check_bool,
     check_choice,
     check_class_index,
     check_positive_int,
@@ -32,20 +34,32 @@ _BLUR_KERNEL = 11
 _BLUR_SIGMA = 5.0
 
 
-def _check_images_and_maps(images, maps):
-    """Validates (B, H, W, C) images and (B, H, W) maps in [0, 1]."""
+def _check_images(images):
+    """Validates (B, H, W, C) real, finite images; returns float32 numpy.
+
+    NaN or infinite pixels would give NaN confidences and NaN metrics that
+    look like a result; they are refused instead.
+    """
     images = as_array(images, "images")
     if (
         images.ndim != 4
         or images.shape[0] == 0
         or images.dtype == bool
         or not np.issubdtype(images.dtype, np.number)
+        or images.dtype.kind == "c"
+        or not np.isfinite(images).all()
     ):
         raise invalid(
             "images",
-            "a numeric array of shape (batch, height, width, channels)",
+            "a real array of shape (batch, height, width, channels) with finite values",
             images,
         )
+    return images.astype(np.float32)
+
+
+def _check_images_and_maps(images, maps):
+    """Validates (B, H, W, C) images and (B, H, W) maps in [0, 1]."""
+    images = _check_images(images)
     maps = _checks.check_scoremaps(maps, "maps")
     if maps.shape != images.shape[:3]:
         raise invalid(
@@ -53,12 +67,31 @@ def _check_images_and_maps(images, maps):
             f"one map per image at the image size, shape {images.shape[:3]}",
             maps,
         )
-    return images.astype(np.float32), maps.astype(np.float32)
+    return images, maps.astype(np.float32)
 
 
 def _check_steps(steps, num_pixels):
     """A positive int, capped at the number of pixels (one pixel per step)."""
     return min(check_positive_int(steps, "steps"), num_pixels)
+
+
+def _drops_and_increases(y, o):
+    """Per-image terms of Average Drop and Increase in Confidence.
+
+    Args:
+        y: float64 (B,), the class confidence on the images, in [0, 1].
+        o: float64 (B,), the same class's confidence on the explanation
+            images `images * maps[..., None]`.
+
+    Returns:
+        (drop, increase): float64 (B,) `max(0, y - o) / y` (0 where y = 0,
+        a float underflow) and bool (B,) `o > y`. Their means times 100 are
+        Average Drop and Increase in Confidence (docs/method.md, section
+        "Average Drop and Increase in Confidence").
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        drop = np.where(y > 0, np.maximum(0.0, y - o) / y, 0.0)
+    return drop, o > y
 
 
 def _softmax(logits):
@@ -143,7 +176,8 @@ def confidence_change(
         maps: float (batch, height, width) in [0, 1], one map per image at
             the image size (e.g. `cam(images)`).
         class_index: None (the softmax head's prediction k* on the images,
-            METHOD.md), an int, or an int array (batch,).
+            docs/method.md, section "Evaluation protocol"), an int, or an int
+            array (batch,).
         confidence: "softmax" (default, the original head's probability),
             "sigmoid_softmax" (softmax over the sigmoid branch's logits: the
             authors' code for their "+Ours" rows) or "sigmoid" (the branch's
@@ -155,8 +189,9 @@ def confidence_change(
         [0, 100].
 
     Raises:
-        ValueError: for maps outside [0, 1] or with NaN, maps whose shape is
-            not the images' (batch, height, width), an unknown `confidence`
+        ValueError: for images with NaN or infinite values, maps outside
+            [0, 1] or with NaN, maps whose shape is not the images' (batch,
+            height, width), an unknown `confidence`
             (or one that needs a sigmoid branch the model lacks), a bad
             `class_index` or `batch_size`.
 
@@ -176,11 +211,10 @@ def confidence_change(
     rows = np.arange(images.shape[0])
     y = scorer.probabilities(logits)[rows, class_index]
     o = scorer.scores(images * maps[..., None], class_index)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        drop = np.where(y > 0, np.maximum(0.0, y - o) / y, 0.0)
+    drop, increase = _drops_and_increases(y, o)
     return {
         "Average Drop": float(100.0 * drop.mean()),
-        "Increase in Confidence": float(100.0 * (o > y).mean()),
+        "Increase in Confidence": float(100.0 * increase.mean()),
     }
 
 
@@ -202,14 +236,19 @@ def _baseline_images(images, baseline, argument="baseline"):
         )
     array = as_array(baseline, argument)
     try:
-        if array.dtype == bool or not np.issubdtype(array.dtype, np.number):
+        if (
+            array.dtype == bool
+            or not np.issubdtype(array.dtype, np.number)
+            or array.dtype.kind == "c"
+            or not np.isfinite(array).all()
+        ):
             raise ValueError
         return np.broadcast_to(array.astype(np.float32), images.shape)
     except ValueError as err:
         raise invalid(
             argument,
-            '"zeros", "blur", or a number or array broadcastable to `images` '
-            f"{images.shape}",
+            '"zeros", "blur", or a finite number or array broadcastable to '
+            f"`images` {images.shape}",
             baseline,
         ) from err
 
@@ -294,8 +333,9 @@ def deletion_auc(
         (batch, steps + 1) confidences).
 
     Raises:
-        ValueError: as `confidence_change`, and for a bad `steps` or
-            `baseline`.
+        ValueError: as `confidence_change`, and for a bad `steps`,
+            `baseline` (not finite, or not broadcastable) or
+            `return_curves` (not a bool).
 
     Example:
 
@@ -305,6 +345,7 @@ def deletion_auc(
     # {'Deletion AUC': 0.12}
     ```
     """
+    return_curves = check_bool(return_curves, "return_curves")
     aucs, curves = _causal_auc(
         model,
         images,
@@ -362,8 +403,9 @@ def insertion_auc(
         (batch, steps + 1) confidences).
 
     Raises:
-        ValueError: as `confidence_change`, and for a bad `steps` or
-            `baseline`.
+        ValueError: as `confidence_change`, and for a bad `steps`,
+            `baseline` (not finite, or not broadcastable) or
+            `return_curves` (not a bool).
 
     Example:
 
@@ -372,6 +414,7 @@ def insertion_auc(
     # {'Insertion AUC': 0.61}
     ```
     """
+    return_curves = check_bool(return_curves, "return_curves")
     aucs, curves = _causal_auc(
         model,
         images,

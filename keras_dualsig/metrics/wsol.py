@@ -3,13 +3,15 @@
 The protocol is the one of clovaai/wsolevaluation (Choe et al., "Evaluating
 Weakly Supervised Object Localization Methods Right", CVPR 2020), used by
 Oh & Noh, "Beyond Softmax: Dual-Branch Sigmoid Architecture for Accurate Class
-Activation Maps", BMVC 2025 (arXiv:2511.05590) for their WSOL tables.
+Activation Maps", BMVC 2025 (arXiv:2511.05590) for their WSOL tables;
+docs/method.md, section "WSOL metrics", states its conventions.
 """
 
 import numpy as np
 
 from keras_dualsig._errors import (
     as_array,
+    check_bool,
     check_choice,
     check_fraction,
     describe,
@@ -17,9 +19,9 @@ from keras_dualsig._errors import (
 )
 from keras_dualsig.metrics import _box_ops, _checks
 
-# wsolevaluation's curve: 0.000, 0.001, ..., in steps of 0.001. METHOD.md
-# includes 1.000 too (1001 values); the first 1000 are bit-identical to
-# wsolevaluation's `np.arange(0, 1, 0.001)`.
+# wsolevaluation's curve: 0.000, 0.001, ..., in steps of 0.001, plus 1.000
+# (1001 values, docs/method.md, section "CAM thresholds"); the first 1000 are
+# bit-identical to wsolevaluation's `np.arange(0, 1, 0.001)`.
 _DEFAULT_THRESHOLDS = np.arange(0, 1.001, 0.001)
 _GT_BOX_MODES = ("any", "first")
 # MaxBoxAcc (v1) and GT-known Loc use IoU >= 0.5 (wsolevaluation's
@@ -32,7 +34,7 @@ def _default_thresholds():
 
 
 def _check_iou_thresholds(iou_thresholds):
-    expected = "a non-empty sequence of IoU thresholds in percent, in (0, 100]"
+    expected = "a non-empty sequence of distinct IoU thresholds in percent, in (0, 100]"
     array = as_array(iou_thresholds, "iou_thresholds")
     if (
         array.ndim != 1
@@ -42,14 +44,24 @@ def _check_iou_thresholds(iou_thresholds):
         or np.isnan(array).any()
         or array.min() <= 0
         or array.max() > 100
+        or np.unique(array).size != array.size
     ):
+        # Duplicates would weigh one threshold twice in MaxBoxAccV2 and share
+        # one "MaxBoxAcc@d" key.
         raise invalid("iou_thresholds", expected, iou_thresholds)
     # Integral percentages stay ints so that the result keys read "@50".
     return tuple(int(d) if float(d).is_integer() else float(d) for d in array)
 
 
-def _check_gt_boxes(gt_boxes, batch, height, width):
-    """Validates a batch of ground-truth boxes; returns a list of int64 (n, 4)."""
+def _check_gt_boxes(gt_boxes, batch, height, width, argument="gt_boxes"):
+    """Validates a batch of ground-truth boxes; returns a list of int64 (n, 4).
+
+    Boxes are accepted exactly as wsolevaluation makes them (docs/method.md,
+    section "Ground-truth boxes"): integer corners with 0 <= x0 <= x1 <= width
+    and 0 <= y0 <= y1 <= height. Its `int()` rescaling puts a box that touches
+    the image border at x1 = width (one past the last pixel); such boxes are
+    scored as they are, never clipped.
+    """
     if isinstance(gt_boxes, np.ndarray) and gt_boxes.ndim >= 2:
         gt_boxes = list(gt_boxes)
     if not isinstance(gt_boxes, list | tuple):
@@ -57,20 +69,20 @@ def _check_gt_boxes(gt_boxes, batch, height, width):
             gt_boxes = list(gt_boxes)
         except TypeError as err:
             raise invalid(
-                "gt_boxes",
+                argument,
                 "a list with one int array (n_i, 4) of boxes per score map",
                 gt_boxes,
             ) from err
-    _checks.check_batch_size(len(gt_boxes), batch, "gt_boxes")
+    _checks.check_batch_size(len(gt_boxes), batch, argument)
     expected = (
         "a list with one array (n_i, 4) of boxes x0, y0, x1, y1 per score map, "
         "n_i >= 1, integer pixel coordinates with 0 <= x0 <= x1 <= "
-        f"{width - 1} and 0 <= y0 <= y1 <= {height - 1} (inside the "
-        f"{height}x{width} map; clip boxes to the map)"
+        f"{width} and 0 <= y0 <= y1 <= {height} (the {height}x{width} map; "
+        "x1 = width or y1 = height is the edge of a box touching the border)"
     )
     checked = []
     for index, image_boxes in enumerate(gt_boxes):
-        array = as_array(image_boxes, "gt_boxes")
+        array = as_array(image_boxes, argument)
         if array.ndim == 1 and array.size == 4:
             array = array[None]
         received = f"{describe(array)} at index {index}"
@@ -83,7 +95,7 @@ def _check_gt_boxes(gt_boxes, batch, height, width):
             or not np.isfinite(array).all()
             or not np.array_equal(array, np.floor(array))
         ):
-            raise invalid("gt_boxes", expected, received=received)
+            raise invalid(argument, expected, received=received)
         array = array.astype(np.int64)
         x0, y0, x1, y1 = array.T
         if (
@@ -91,14 +103,17 @@ def _check_gt_boxes(gt_boxes, batch, height, width):
             or (y0 < 0).any()
             or (x1 < x0).any()
             or (y1 < y0).any()
-            or (x1 > width - 1).any()
-            or (y1 > height - 1).any()
+            or (x1 > width).any()
+            or (y1 > height).any()
         ):
-            raise invalid(
-                "gt_boxes",
-                expected,
-                received=f"{array.tolist()[:4]} at index {index}",
-            )
+            received = f"{array.tolist()[:4]} at index {index}"
+            if (array == -1).all(axis=1).any():
+                received += (
+                    " (rows of -1 are the padding of kd.datasets.load_wsol: "
+                    "keep boxes[i, :num_boxes[i]], or give both to "
+                    "kd.metrics.CAMEvaluation)"
+                )
+            raise invalid(argument, expected, received=received)
         checked.append(array)
     return checked
 
@@ -133,16 +148,20 @@ class BoxEvaluator:
     """Box accuracies of score maps against ground-truth boxes (WSOL).
 
     Reproduces clovaai/wsolevaluation (Choe et al., CVPR 2020), the protocol
-    of the WSOL tables of Oh & Noh (BMVC 2025, arXiv:2511.05590):
+    of the WSOL tables of Oh & Noh (BMVC 2025, arXiv:2511.05590); the
+    conventions are in docs/method.md, section "WSOL metrics":
 
     - MaxBoxAcc@d: for each CAM threshold t, the % of images whose best IoU
-      over (boxes at t) x (GT boxes) is >= d / 100; the best t is taken.
+      over (boxes at t) x (all GT boxes) is >= d / 100; the best t is taken.
       Boxes come from `cam_to_boxes` (every contour if `multi_contour`).
     - MaxBoxAccV2: the mean of MaxBoxAcc@d over `iou_thresholds` (30, 50, 70).
-    - MaxBoxAcc (v1): the largest contour only, IoU >= 0.5.
+    - MaxBoxAcc (v1): the largest contour only, IoU >= 0.5, all GT boxes.
     - GT-known Loc: % of images whose largest-contour box at the fixed
-      `loc_threshold` has IoU >= 0.5.
+      `loc_threshold` has IoU >= 0.5 with a GT box (see `gt_box_mode`).
     - Top-1 Loc: GT-known Loc and the classifier's prediction correct.
+
+    wsolevaluation has no fixed-threshold Loc metrics; GT-known and Top-1 Loc
+    are those of the authors' code (their evaluation.py, a modified copy).
 
     The numbers equal those of the straightforward algorithm (contours at
     every threshold) exactly, computed faster: a uint8 map has at most 256
@@ -156,10 +175,13 @@ class BoxEvaluator:
             MaxBoxAccV2; default (30, 50, 70).
         loc_threshold: float in [0, 1], the fixed CAM threshold of GT-known
             and Top-1 Loc; default 0.2.
-        gt_box_mode: "any" scores a box against the best-matching GT box (the
-            usual definition and wsolevaluation's); "first" uses only the
-            first GT box of each image, as the code of Oh & Noh does. Applies
-            to every metric.
+        gt_box_mode: which GT boxes GT-known Loc and Top-1 Loc match: "any"
+            (default, the usual definition) the best-matching one; "first"
+            only the first GT box of each image, as the code of Oh & Noh does
+            (`iou_val[0]` in their evaluation.py). MaxBoxAcc@d, MaxBoxAccV2
+            and MaxBoxAcc take the best GT box in both modes, as both
+            wsolevaluation and the authors' code do (`multiple_iou.max(1)`).
+            docs/method.md, section "GT-known Loc and Top-1 Loc".
         multi_contour: True (default, MaxBoxAccV2's protocol) lets every
             contour's box count for MaxBoxAcc@d and MaxBoxAccV2; False keeps
             the largest contour only. MaxBoxAcc (v1) and the Loc metrics
@@ -167,7 +189,8 @@ class BoxEvaluator:
 
     Raises:
         ValueError: for thresholds outside [0, 1], IoU thresholds outside
-            (0, 100], or an unknown `gt_box_mode`.
+            (0, 100] or repeated, an unknown `gt_box_mode`, or a
+            `multi_contour` that is not a bool.
 
     Example:
 
@@ -194,7 +217,7 @@ class BoxEvaluator:
         self.iou_thresholds = _check_iou_thresholds(iou_thresholds)
         self.loc_threshold = check_fraction(loc_threshold, "loc_threshold")
         self.gt_box_mode = check_choice(gt_box_mode, "gt_box_mode", _GT_BOX_MODES)
-        self.multi_contour = bool(multi_contour)
+        self.multi_contour = check_bool(multi_contour, "multi_contour")
         # wsolevaluation compares `iou >= d / 100` with a Python division.
         self._iou_fractions = np.array([d / 100 for d in self.iou_thresholds])
         self._v1_fraction = _V1_IOU / 100
@@ -222,16 +245,18 @@ class BoxEvaluator:
                 float64 are used as given (the uint8 conversion is done in
                 the map's float type, as wsolevaluation does).
             gt_boxes: a list of `batch` int arrays (n_i, 4), n_i >= 1, of
-                boxes x0, y0, x1, y1 in map pixels (inclusive corners inside
-                the map).
+                boxes x0, y0, x1, y1 in map pixels, inclusive corners, as
+                wsolevaluation rescales them: 0 <= x0 <= x1 <= width and
+                0 <= y0 <= y1 <= height (x1 = width for a box touching the
+                border; not clipped).
             correct: optional bool (batch,), whether the classifier's top-1
                 prediction is right; needed for "Top-1 Loc". Give it for
                 every batch or for none.
 
         Raises:
             ValueError: for maps with NaN or values outside [0, 1], boxes
-                with x1 < x0 or y1 < y0 or outside the map, or batch sizes
-                that differ between the arguments.
+                with x1 < x0 or y1 < y0, negative or beyond the map's width
+                or height, or batch sizes that differ between the arguments.
         """
         scoremaps = _checks.check_scoremaps(scoremaps)
         batch, height, width = scoremaps.shape
@@ -248,10 +273,9 @@ class BoxEvaluator:
             )
         self._with_correct = with_correct
         for index in range(batch):
-            gt = gt_boxes[index]
-            if self.gt_box_mode == "first":
-                gt = gt[:1]
-            multi_iou, single_iou, loc_iou = self._best_ious(scoremaps[index], gt)
+            multi_iou, single_iou, loc_iou = self._best_ious(
+                scoremaps[index], gt_boxes[index]
+            )
             best = multi_iou if self.multi_contour else single_iou
             # (D, 1) vs (1, T) -> (D, T): one row per IoU threshold.
             self._num_correct += best[None, :] >= self._iou_fractions[:, None]
@@ -267,8 +291,10 @@ class BoxEvaluator:
 
         Returns:
             (multi, single, loc): float64 (T,) best IoU over all contour boxes
-            and over the largest-contour box at each threshold, and the
-            largest-contour IoU at `loc_threshold`.
+            x all GT boxes and over the largest-contour box x all GT boxes at
+            each threshold, and the largest-contour box's IoU at
+            `loc_threshold` with the best GT box ("any") or the first one
+            ("first").
         """
         image = _box_ops.to_uint8(scoremap)
         max_value = image.max()
@@ -282,13 +308,15 @@ class BoxEvaluator:
             rank[cuts], return_index=True, return_inverse=True
         )
         level_boxes, starts, largest = _box_ops.contour_boxes(image, cuts[first])
-        # (N, 4) boxes of all levels -> best IoU per box (N,) -> per level (K,).
-        box_iou = _box_ops.iou_matrix(level_boxes, gt).max(axis=1)
-        multi_level = np.maximum.reduceat(box_iou, starts)
-        single_level = box_iou[largest]
-        multi_t = multi_level[inverse]
-        single_t = single_level[inverse]
-        return multi_t[:-1], single_t[:-1], single_t[-1]
+        # (N, 4) boxes of all levels x (G, 4) GT -> (N, G) -> best per box (N,)
+        # -> best per level (K,).
+        ious = _box_ops.iou_matrix(level_boxes, gt)
+        box_iou = ious.max(axis=1)
+        multi_t = np.maximum.reduceat(box_iou, starts)[inverse]
+        single_t = box_iou[largest][inverse]
+        loc_box = largest[inverse[-1]]
+        loc_iou = ious[loc_box, 0] if self.gt_box_mode == "first" else box_iou[loc_box]
+        return multi_t[:-1], single_t[:-1], loc_iou
 
     def accuracy_curves(self):
         """Box accuracy at every CAM threshold, for plots and the best t.
@@ -334,7 +362,8 @@ class MaskEvaluator:
     """Pixel average precision (PxAP) of score maps against masks.
 
     Reproduces wsolevaluation's MaskEvaluator (Choe et al., CVPR 2020), the
-    PxAP of Oh & Noh (BMVC 2025) on OpenImages-30K: histograms of map values
+    PxAP of Oh & Noh (BMVC 2025) on OpenImages-30K (docs/method.md, section
+    "PxAP"): histograms of map values
     over foreground and background pixels are accumulated over the data set,
     then precision and recall at every threshold t ("value >= t") give
     `PxAP = 100 * sum_i precision_i * (recall_i - recall_{i-1})`.

@@ -1,10 +1,10 @@
-"""Tests for `cam_to_boxes`: hand-made golden maps and the literal reference.
+"""Tests for `cam_to_boxes`: hand-made golden maps and the reference.
 
-The reference below is clovaai/wsolevaluation's `compute_bboxes_from_scoremaps`
-(evaluation.py) restated line by line for one threshold; the golden boxes are
-worked out by hand with its conventions: box = (x, y, x + w, y + h) of
-`cv2.boundingRect`, clipped to (W - 1, H - 1), i.e. one pixel wider than the
-blob unless clipped.
+The reference is clovaai/wsolevaluation's `compute_bboxes_from_scoremaps`
+(evaluation.py) for one threshold, re-derived in tests/helpers/wsol_reference.py;
+the golden boxes are worked out by hand with its conventions: box = (x, y,
+x + w, y + h) of `cv2.boundingRect`, clipped to (W - 1, H - 1), i.e. one pixel
+wider than the blob unless clipped.
 """
 
 import doctest
@@ -12,35 +12,16 @@ import doctest
 import cv2
 import numpy as np
 import pytest
+from helpers.errors import raises_invalid
+from helpers.wsol_reference import threshold_boxes
 
 from keras_dualsig.metrics import cam_to_boxes
 
 
 def reference_boxes(scoremap, threshold, multi_contour):
-    """wsolevaluation's `scoremap2bbox`, verbatim apart from the signature."""
-    height, width = scoremap.shape
-    scoremap_image = np.expand_dims((scoremap * 255).astype(np.uint8), 2)
-    _, thr_gray_heatmap = cv2.threshold(
-        src=scoremap_image,
-        thresh=int(threshold * np.max(scoremap_image)),
-        maxval=255,
-        type=cv2.THRESH_BINARY,
-    )
-    contours = cv2.findContours(
-        image=thr_gray_heatmap, mode=cv2.RETR_TREE, method=cv2.CHAIN_APPROX_SIMPLE
-    )[0]
-    if len(contours) == 0:
-        return np.asarray([[0, 0, 0, 0]])
-    if not multi_contour:
-        contours = [max(contours, key=cv2.contourArea)]
-    estimated_boxes = []
-    for contour in contours:
-        x, y, w, h = cv2.boundingRect(contour)
-        x0, y0, x1, y1 = x, y, x + w, y + h
-        x1 = min(x1, width - 1)
-        y1 = min(y1, height - 1)
-        estimated_boxes.append([x0, y0, x1, y1])
-    return np.asarray(estimated_boxes)
+    """wsolevaluation's boxes at one threshold, as `cam_to_boxes` returns them."""
+    boxes, largest = threshold_boxes(scoremap, threshold)
+    return np.asarray(boxes if multi_contour else [largest])
 
 
 def random_maps(rng, count):
@@ -177,17 +158,17 @@ class TestValidation:
         ],
     )
     def test_bad_scoremap(self, scoremap, fragment):
-        with pytest.raises(ValueError) as info:
+        with raises_invalid(
+            "scoremap",
+            "Expected a float array of shape (height, width)",
+            "Received: scoremap=<array",
+            fragment,
+        ):
             cam_to_boxes(scoremap, 0.5)
-        message = str(info.value)
-        assert message.startswith("Invalid value received for argument `scoremap`.")
-        assert "Expected a float array of shape (height, width)" in message
-        assert "Received: scoremap=<array" in message
-        assert fragment in message
 
     @pytest.mark.parametrize("threshold", [1.5, -0.1, "0.5", None, True])
     def test_bad_threshold(self, threshold):
-        with pytest.raises(ValueError, match="argument `threshold`. Expected a float"):
+        with raises_invalid("threshold", "Expected a float"):
             cam_to_boxes(np.zeros((4, 4), np.float32), threshold)
 
     def test_accepts_nested_int_lists(self):

@@ -9,6 +9,7 @@ of `model.predict` for a small random CNN.
 import keras
 import numpy as np
 import pytest
+from helpers.errors import raises_invalid
 
 import keras_dualsig as kd
 from keras_dualsig.metrics import confidence_change, deletion_auc, insertion_auc
@@ -250,81 +251,54 @@ class TestCausalMetrics:
 
 
 class TestValidation:
-    def check(self, argument, call, *fragments):
-        with pytest.raises(ValueError) as info:
-            call()
-        message = str(info.value)
-        assert message.startswith(f"Invalid value received for argument `{argument}`.")
-        assert f"Received: {argument}=" in message
-        for fragment in fragments:
-            assert fragment in message
-
     def test_unknown_confidence(self, cnn, data):
         images, maps = data
-        self.check(
-            "confidence",
-            lambda: confidence_change(cnn, images, maps, confidence="logit"),
-            'one of "softmax", "sigmoid_softmax", "sigmoid"',
-        )
+        with raises_invalid(
+            "confidence", 'one of "softmax", "sigmoid_softmax", "sigmoid"'
+        ):
+            confidence_change(cnn, images, maps, confidence="logit")
 
     @pytest.mark.parametrize("confidence", ["sigmoid_softmax", "sigmoid"])
     def test_sigmoid_confidence_needs_a_dual_model(self, cnn, data, confidence):
         images, maps = data
-        self.check(
-            "confidence",
-            lambda: confidence_change(cnn, images, maps, confidence=confidence),
-            "DualSigmoidModel",
-            "'small_cnn'",
-        )
-        self.check(
-            "confidence",
-            lambda: deletion_auc(cnn, images, maps, confidence=confidence),
-        )
+        with raises_invalid("confidence", "DualSigmoidModel", "'small_cnn'"):
+            confidence_change(cnn, images, maps, confidence=confidence)
+        with raises_invalid("confidence"):
+            deletion_auc(cnn, images, maps, confidence=confidence)
 
     def test_maps(self, cnn, data):
         images, maps = data
-        self.check(
-            "maps",
-            lambda: confidence_change(cnn, images, maps[:, :4]),
-            "shape (7, 8, 8)",
-        )
-        self.check(
-            "maps",
-            lambda: confidence_change(cnn, images, maps * 2),
-            "values in [0, 1]",
-        )
+        with raises_invalid("maps", "shape (7, 8, 8)"):
+            confidence_change(cnn, images, maps[:, :4])
+        with raises_invalid("maps", "values in [0, 1]"):
+            confidence_change(cnn, images, maps * 2)
         bad = maps.copy()
         bad[0, 0, 0] = np.nan
-        self.check("maps", lambda: insertion_auc(cnn, images, bad), "nan_count=1")
-        self.check("maps", lambda: deletion_auc(cnn, images, maps[:3]))
+        with raises_invalid("maps", "nan_count=1"):
+            insertion_auc(cnn, images, bad)
+        with raises_invalid("maps"):
+            deletion_auc(cnn, images, maps[:3])
 
     def test_images(self, cnn, data):
         images, maps = data
-        self.check(
-            "images",
-            lambda: confidence_change(cnn, images[..., 0], maps),
-            "(batch, height, width, channels)",
-        )
+        with raises_invalid("images", "(batch, height, width, channels)"):
+            confidence_change(cnn, images[..., 0], maps)
 
-    def test_class_index(self, cnn, data):
+    @pytest.mark.parametrize("class_index", [4, [0, 1], 0.5])
+    def test_class_index(self, cnn, data, class_index):
         images, maps = data
-        self.check("class_index", lambda: confidence_change(cnn, images, maps, 4))
-        self.check("class_index", lambda: confidence_change(cnn, images, maps, [0, 1]))
-        self.check("class_index", lambda: confidence_change(cnn, images, maps, 0.5))
+        with raises_invalid("class_index"):
+            confidence_change(cnn, images, maps, class_index)
 
     def test_steps_baseline_batch_size(self, cnn, data):
         images, maps = data
-        self.check("steps", lambda: deletion_auc(cnn, images, maps, steps=0))
-        self.check("steps", lambda: deletion_auc(cnn, images, maps, steps=2.5))
-        self.check(
-            "baseline",
-            lambda: insertion_auc(cnn, images, maps, baseline="noise"),
-            '"zeros", "blur"',
-        )
-        self.check(
-            "baseline",
-            lambda: insertion_auc(cnn, images, maps, baseline=np.zeros((2, 3))),
-        )
-        self.check(
-            "batch_size", lambda: confidence_change(cnn, images, maps, batch_size=0)
-        )
+        with raises_invalid("steps"):
+            deletion_auc(cnn, images, maps, steps=0)
+        with raises_invalid("steps"):
+            deletion_auc(cnn, images, maps, steps=2.5)
+        with raises_invalid("baseline", '"zeros", "blur"'):
+            insertion_auc(cnn, images, maps, baseline="noise")
+        with raises_invalid("baseline"):
+            insertion_auc(cnn, images, maps, baseline=np.zeros((2, 3)))
+        with raises_invalid("batch_size"):
+            confidence_change(cnn, images, maps, batch_size=0)
