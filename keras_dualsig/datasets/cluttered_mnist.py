@@ -28,7 +28,8 @@ import uuid
 
 import numpy as np
 
-from keras_dualsig._errors import invalid
+from keras_dualsig._errors import check_choice, check_int, invalid
+from keras_dualsig.datasets import wsol_format
 
 __all__ = ["ClutteredMNISTInfo", "cluttered_mnist"]
 
@@ -113,8 +114,7 @@ class ClutteredMNISTInfo:
         """
         from keras_dualsig.datasets.wsol import load_wsol
 
-        if localization not in ("boxes", "masks"):
-            raise invalid("localization", "one of ('boxes', 'masks')", localization)
+        check_choice(localization, "localization", ("boxes", "masks"))
         metadata_root = (
             self.metadata_root if localization == "boxes" else self.mask_metadata_root
         )
@@ -267,55 +267,64 @@ def _build(folder, digits, labels, seed, image_size, sizes):
     """Generates every split into `folder` (which must be empty)."""
     pools = _split_sources(labels, seed)
     data_root = os.path.join(folder, "data")
-    ignore = np.zeros((image_size, image_size), dtype=np.uint8)
     os.makedirs(data_root)
-    _write_png(os.path.join(data_root, _IGNORE_FILE), ignore)
+    ignore = os.path.join(data_root, _IGNORE_FILE)
+    _write_png(ignore, np.zeros((image_size, image_size), dtype=np.uint8))
     provenance = ["image_id,mnist_5k_row,label"]
     for split_index, split in enumerate(_SPLITS):
-        pool = pools[split]
-        count = sizes[split]
         os.makedirs(os.path.join(data_root, split))
-        # Cycle through the pool in fresh random orders: every digit is used
-        # once before any is used twice.
-        order_rng = np.random.default_rng([seed, 1, split_index])
-        repeats = -(-count // len(pool))
-        order = np.concatenate([order_rng.permutation(pool) for _ in range(repeats)])
-        ids, class_lines, size_lines, box_lines, mask_lines = [], [], [], [], []
-        for i in range(count):
-            source = int(order[i])
+        records = []
+        for i, source in enumerate(
+            _sources(pools[split], sizes[split], seed, split_index)
+        ):
             # One generator per image: the image depends on (seed, split, i) only.
             rng = np.random.default_rng([seed, 2, split_index, i])
-            image, mask, box = _compose(rng, digits, pool, source, image_size)
+            image, mask, box = _compose(rng, digits, pools[split], source, image_size)
             image_id = f"{split}/{i:05d}.png"
+            path = os.path.join(data_root, image_id)
+            _write_png(path, image)
             label = int(labels[source])
-            _write_png(os.path.join(data_root, image_id), image)
-            ids.append(image_id)
-            class_lines.append(f"{image_id},{label}")
-            size_lines.append(f"{image_id},{image_size},{image_size}")
-            box_lines.append(f"{image_id},{box[0]},{box[1]},{box[2]},{box[3]}")
             provenance.append(f"{image_id},{source},{label}")
+            record = wsol_format.WSOLRecord(
+                image_id, path, label, (image_size, image_size), boxes=(box,)
+            )
             if split in _MASK_SPLITS:
-                mask_id = f"{split}/{i:05d}_mask.png"
-                _write_png(
-                    os.path.join(data_root, mask_id), mask.astype(np.uint8) * 255
+                mask_path = os.path.join(data_root, f"{split}/{i:05d}_mask.png")
+                _write_png(mask_path, mask.astype(np.uint8) * 255)
+                record = dataclasses.replace(
+                    record, mask_paths=(mask_path,), ignore_path=ignore
                 )
-                mask_lines.append(f"{image_id},{mask_id},{_IGNORE_FILE}")
-        common = {
-            "image_ids.txt": ids,
-            "class_labels.txt": class_lines,
-            "image_sizes.txt": size_lines,
-        }
-        trees = [("boxes", {**common, "localization.txt": box_lines})]
-        if split in _MASK_SPLITS:
-            trees.append(("masks", {**common, "localization.txt": mask_lines}))
-        for tree, files in trees:
-            split_dir = os.path.join(folder, "metadata", tree, split)
-            os.makedirs(split_dir)
-            for name, lines in files.items():
-                with open(os.path.join(split_dir, name), "w", encoding="utf-8") as f:
-                    f.write("\n".join(lines) + "\n")
+            records.append(record)
+        _write_metadata(folder, split, records, data_root)
     with open(os.path.join(folder, "provenance.csv"), "w", encoding="utf-8") as f:
         f.write("\n".join(provenance) + "\n")
+
+
+def _sources(pool, count, seed, split_index):
+    """`count` source rows of `pool`, cycling through it in fresh random orders.
+
+    Every digit is used once before any is used twice.
+    """
+    order_rng = np.random.default_rng([seed, 1, split_index])
+    repeats = -(-count // len(pool))
+    order = np.concatenate([order_rng.permutation(pool) for _ in range(repeats)])
+    return [int(source) for source in order[:count]]
+
+
+def _write_metadata(folder, split, records, data_root):
+    """The split's metadata with boxes, and (val, test) with masks."""
+    boxes = [dataclasses.replace(r, mask_paths=(), ignore_path=None) for r in records]
+    wsol_format.write_wsol_metadata(
+        os.path.join(folder, "metadata", "boxes"), split, boxes
+    )
+    if split in _MASK_SPLITS:
+        masks = [dataclasses.replace(r, boxes=()) for r in records]
+        wsol_format.write_wsol_metadata(
+            os.path.join(folder, "metadata", "masks"),
+            split,
+            masks,
+            mask_root=data_root,
+        )
 
 
 def _read_marker(root):
@@ -419,21 +428,12 @@ def cluttered_mnist(
     masks = info.load("test", localization="masks", batch_size=64)
     ```
     """
-    for name, value, low in (
-        ("seed", seed, 0),
-        ("image_size", image_size, 56),
-        ("num_train", num_train, 1),
-        ("num_val", num_val, 1),
-        ("num_test", num_test, 1),
-    ):
-        if (
-            not isinstance(value, (int, np.integer))
-            or isinstance(value, bool)
-            or value < low
-        ):
-            raise invalid(name, f"an int >= {low}", value)
-    seed, image_size = int(seed), int(image_size)
-    sizes = {"train": int(num_train), "val": int(num_val), "test": int(num_test)}
+    seed = check_int(seed, "seed", minimum=0)
+    image_size = check_int(image_size, "image_size", minimum=56)
+    num_train = check_int(num_train, "num_train", minimum=1)
+    num_val = check_int(num_val, "num_val", minimum=1)
+    num_test = check_int(num_test, "num_test", minimum=1)
+    sizes = {"train": num_train, "val": num_val, "test": num_test}
 
     source = _source_path()
     with open(source, "rb") as f:
