@@ -1,13 +1,16 @@
 """Paths named in metadata files: what they may look like and where they may lead.
 
 Metadata files name images and masks by paths relative to a root folder. A path
-that is absolute or climbs out with ".." is refused as text (`path_error`); a
-path naming no file is refused on disk (`RootGuard`).
+that is absolute, climbs out with "..", or holds control characters is refused
+as text (`path_error`); a path naming no file is refused on disk (`RootGuard`).
 """
 
 import ntpath
 import os
 import posixpath
+import unicodedata
+
+_BYTE_ORDER_MARK = "\ufeff"
 
 
 def path_error(path, what, root):
@@ -23,6 +26,12 @@ def path_error(path, what, root):
     """
     if not path:
         return f"empty {what}"
+    odd = next(
+        (c for c in path if unicodedata.category(c) == "Cc" or c == _BYTE_ORDER_MARK),
+        None,
+    )
+    if odd is not None:
+        return f"{what} {path!r} contains the control character U+{ord(odd):04X}"
     if posixpath.isabs(path) or ntpath.isabs(path) or path.startswith("~"):
         return f"{what} {path!r} is absolute; it must be relative to {root}"
     if ".." in path.replace("\\", "/").split("/"):

@@ -381,12 +381,14 @@ def read_wsol_metadata(
     Every problem is collected and reported in one ValueError that names the file,
     the line number and the offending value (the first few problems, plus a
     count of the rest): missing metadata files; an image listed but absent; an
-    image id or mask path that is absolute or climbs out of its root with "..";
-    duplicate entries; ids without labels, sizes or localization, and entries
-    for ids not in image_ids.txt; a label outside ``[0, num_classes)``; a box
-    with x1 < x0 or y1 < y0 or outside its image (x1 == width and y1 == height
-    are accepted: boxes that reach the border, as in Stanford Cars); an ignore
-    path on an image's later lines.
+    image id or mask path that is absolute, climbs out of its root with "..",
+    or holds control characters; duplicate entries; ids without labels, sizes
+    or localization, and entries for ids not in image_ids.txt; a label that is
+    not a plain integer or lies outside ``[0, num_classes)``; a box with x1 < x0
+    or y1 < y0 or outside its image (x1 == width and y1 == height are accepted:
+    boxes that reach the border, as in Stanford Cars); an ignore path on an
+    image's later lines. A UTF-8 byte order mark, Windows line ends and spaces
+    around fields are read as if absent.
 
     Args:
         data_root: folder the image ids are relative to, e.g.

@@ -15,8 +15,8 @@ split into `WSOLRecord`s, and `write_wsol_metadata` writes records back.
 
 Sizes are (height, width) everywhere in this package; ``image_sizes.txt`` keeps
 the file's ``<width>,<height>`` order, converted by `read_image_sizes` and the
-writer. Readers strip spaces around fields, accept Windows line ends, and
-report every other problem with the file, line and value.
+writer. Readers strip a UTF-8 byte order mark and spaces around fields, accept
+Windows line ends, and report every other problem with the file, line and value.
 
 Everything here is plain Python and NumPy so that evaluation scripts can read the
 original ground truth without building a tf.data pipeline.
@@ -25,6 +25,7 @@ original ground truth without building a tf.data pipeline.
 import contextlib
 import dataclasses
 import os
+import re
 from typing import NamedTuple
 
 import numpy as np
@@ -79,6 +80,9 @@ _MAX_QUOTED_CHARS = 160
 # wsolevaluation thresholds masks read as float grey values at 0.5, i.e. any
 # non-zero uint8 pixel is foreground.
 _MASK_THRESHOLD = 0.5
+# Integers as wsolevaluation writes them: ASCII digits with an optional sign.
+# Python's int() also takes "1_000" and non-ASCII digits, which are typos here.
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 _BOX_LAYOUT = "<path>,<x0>,<y0>,<x1>,<y1>"
 _MASK_LAYOUT = "<path>,<mask path>,<ignore path>"
@@ -269,21 +273,22 @@ def _reporting(problems, where):
 def _rows(path, layout, problems, other=None):
     """``(line, fields)`` of the non-blank lines of a file with `layout`'s fields.
 
-    The file is read as UTF-8. Fields are stripped of surrounding spaces.
-    Lines with another
+    The file is read as UTF-8 (a leading byte order mark is dropped) with
+    universal line ends; only "\\n" ends a line, so line numbers are the ones an
+    editor shows. Fields are stripped of surrounding spaces. Lines with another
     field count are reported (with `other[count]` as the message when given)
     and left out.
     """
     file = os.path.basename(path)
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             text = f.read()
     except UnicodeDecodeError as e:
         problems.add(file, 0, f"not a UTF-8 text file ({e})")
         return []
     count = layout.count(",") + 1
     rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         fields = [field.strip() for field in line.split(",")]
@@ -304,10 +309,7 @@ def _folder(path):
 
 
 def _parse_int(text):
-    try:
-        return int(text)
-    except ValueError:
-        return None
+    return int(text) if _INTEGER.fullmatch(text) else None
 
 
 def _is_repeat(seen, image_id, line, problems, file, what):
@@ -405,7 +407,7 @@ def read_image_sizes(path, problems=None):
 
 def localization_kind(path):
     """ "boxes" or "masks" by the field count of the first fitting line, or None."""
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
         for line in f:
             count = len(line.split(","))
             if line.strip() and count in (5, 3):
@@ -576,11 +578,18 @@ def split_folder(metadata_root, split):
     """``<metadata_root>/<split>`` as an absolute path; a ValueError if missing."""
     folder = os.path.abspath(os.path.join(os.fspath(metadata_root), split))
     if not os.path.isdir(folder):
+        hint = ""
+        if os.path.isfile(os.path.join(os.fspath(metadata_root), IMAGE_IDS_FILE)):
+            hint = (
+                f" {os.path.abspath(metadata_root)} holds {IMAGE_IDS_FILE} itself: "
+                f"it looks like a split folder; pass its parent as `metadata_root`."
+            )
         raise ValueError(
             f"Missing WSOL metadata folder {folder} for split '{split}'. "
             f"`metadata_root` must hold one folder per split (train, val, test) "
             f"with image_ids.txt, class_labels.txt, image_sizes.txt and "
             f"localization.txt, as in wsolevaluation's metadata/<dataset>/ folders."
+            + hint
         )
     return folder
 

@@ -1,0 +1,128 @@
+"""No silent failure in the datasets: unusual inputs read right or are refused.
+
+Each test pins one case that earlier versions got wrong (a wrong result, or an
+error that did not say what was wrong), unless its docstring says it pins
+behaviour that was already right.
+"""
+
+import numpy as np
+import pytest
+from helpers.data import (
+    BOX_ENTRIES,
+    WSOLLayout,
+    boxes_layout,
+)
+
+from keras_dualsig import datasets
+
+
+# ---------------------------------------------------------------------------
+# Ground-truth boxes: exactly as wsolevaluation
+
+
+def _wsolevaluation_resize_bbox(box, image_size, resize_size):
+    """wsolevaluation's evaluation.resize_bbox, re-derived: sizes width first."""
+    (w, h), (new_w, new_h) = image_size, resize_size
+    x0, y0, x1, y1 = (float(c) for c in box)
+    return (
+        int(x0 * new_w / w),
+        int(y0 * new_h / h),
+        int(x1 * new_w / w),
+        int(y1 * new_h / h),
+    )
+
+
+def test_cars_border_boxes_are_truncated_not_clipped(tmp_path):
+    """Pins behaviour that was already right: boxes touching the border.
+
+    Stanford Cars boxes may end on the image border (x1 = width: 352 of the
+    8,041 test images); wsolevaluation rescales them with int() and never
+    clips, so they end at 224 on a 224-pixel map.
+    """
+    layout = WSOLLayout(tmp_path, name="CARS")
+    entries = [
+        ("c/00001.jpg", 12, (300, 500), (0, 0, 500, 300)),
+        ("c/00002.jpg", 195, (183, 275), (10, 20, 275, 183)),
+        ("c/00003.jpg", 7, (480, 640), (33, 0, 640, 479)),
+    ]
+    layout.boxes_dataset(entries)
+    elements = list(layout.load(batch_size=None).as_numpy_iterator())
+    assert [e["label"] for e in elements] == [12, 195, 7]  # 196 classes (CARS)
+    for element, (_, _, (height, width), box) in zip(elements, entries, strict=True):
+        expected = _wsolevaluation_resize_bbox(box, (width, height), (224, 224))
+        np.testing.assert_array_equal(element["boxes"][0], expected)
+    # Hand values: 500 -> 224 and 300 -> 224 exactly; 20 * 224 / 183 = 24.48.
+    np.testing.assert_array_equal(elements[0]["boxes"][0], [0, 0, 224, 224])
+    np.testing.assert_array_equal(elements[1]["boxes"][0], [8, 24, 224, 224])
+    np.testing.assert_array_equal(elements[2]["boxes"][0], [11, 0, 224, 223])
+    assert datasets.rescale_boxes(
+        [[0, 0, 500, 300]], (500, 300), (224, 224)
+    ).tolist() == [[0, 0, 224, 224]]
+
+
+# ---------------------------------------------------------------------------
+# Metadata text
+
+
+def _prepend_bom(path):
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+
+
+@pytest.mark.parametrize("name", ["image_ids.txt", "class_labels.txt"])
+def test_byte_order_mark_reads_correctly(tmp_path, name):
+    layout = boxes_layout(tmp_path)
+    _prepend_bom(layout.split_dir / name)
+    records = layout.read(num_classes=3).records
+    assert [r.image_id for r in records] == [e[0] for e in BOX_ENTRIES]
+
+
+def test_leading_spaces_read_correctly(tmp_path):
+    """Pins behaviour that was already right: spaces around fields."""
+    layout = boxes_layout(tmp_path)
+    layout.write("image_ids.txt", [f" {e[0]}" for e in BOX_ENTRIES])
+    layout.write("class_labels.txt", [f" {e[0]}, {e[1]}" for e in BOX_ENTRIES])
+    assert [r.label for r in layout.read(num_classes=3).records] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x1b", "\ufeff"])
+def test_control_character_in_a_path_is_named(tmp_path, char):
+    layout = boxes_layout(tmp_path)
+    layout.write("image_ids.txt", ["a/0.png", f"a/1{char}.jpg", "b/2.png"])
+    with pytest.raises(ValueError) as info:
+        layout.read(num_classes=3)
+    image_id = f"a/1{char}.jpg"
+    expected = (
+        f"image_ids.txt, line 2: image_id {image_id!r} contains the control "
+        f"character U+{ord(char):04X}"
+    )
+    assert expected in str(info.value)
+
+
+def test_line_numbers_count_newlines_only(tmp_path):
+    # A form feed is not a line end for editors (nor for wsolevaluation, which
+    # splits on "\n"); str.splitlines() would shift every later line number.
+    layout = boxes_layout(tmp_path)
+    layout.write("image_ids.txt", ["a/0.png", "a/1.jpg\x0c", "missing.png"])
+    with pytest.raises(ValueError) as info:
+        layout.read(num_classes=3, with_localization=False)
+    assert "image_ids.txt, line 3: image 'missing.png' not found" in str(info.value)
+
+
+@pytest.mark.parametrize("label", ["1_0", "\u0663", "\uff11"])
+def test_labels_that_int_would_accept_are_refused(tmp_path, label):
+    # int("1_0") == 10, int("\u0663") == 3 (Arabic-Indic three): typos, not labels.
+    layout = boxes_layout(tmp_path)
+    layout.write("class_labels.txt", [f"a/0.png,{label}", "a/1.jpg,1", "b/2.png,2"])
+    with pytest.raises(ValueError) as info:
+        layout.read(num_classes=11)
+    assert f"class_labels.txt, line 1: label {label!r} is not an integer" in str(
+        info.value
+    )
+
+
+def test_split_folder_passed_as_metadata_root_gets_a_hint(tmp_path):
+    layout = boxes_layout(tmp_path)
+    with pytest.raises(ValueError, match="looks like a split folder; pass its parent"):
+        datasets.read_wsol_metadata(
+            layout.data_root, layout.split_dir, "test", num_classes=3
+        )
