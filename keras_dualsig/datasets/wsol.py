@@ -115,6 +115,7 @@ class _ReadOptions:
     mask_root: str | None = None
     verify_images: bool = False
     on_corrupt: str = "raise"
+    allow_outside_root: bool = False
 
     def __post_init__(self):
         self.split = check_choice(self.split, "split", fmt.SPLITS)
@@ -128,6 +129,9 @@ class _ReadOptions:
             self.mask_root = _check_folder(self.mask_root, "mask_root")
         self.verify_images = check_bool(self.verify_images, "verify_images")
         self.on_corrupt = check_choice(self.on_corrupt, "on_corrupt", _ON_CORRUPT)
+        self.allow_outside_root = check_bool(
+            self.allow_outside_root, "allow_outside_root"
+        )
 
 
 @dataclasses.dataclass
@@ -256,6 +260,7 @@ def _read(data_root, metadata_root, options):
         num_classes=_resolve_num_classes(options.num_classes, metadata_root),
         with_localization=options.with_localization,
         mask_root=options.mask_root,
+        allow_outside_root=options.allow_outside_root,
     )
     if options.verify_images:
         metadata = _verify_files(metadata, options)
@@ -362,6 +367,7 @@ def read_wsol_metadata(
     mask_root=None,
     verify_images=False,
     on_corrupt="raise",
+    allow_outside_root=False,
 ):
     """Reads and validates one split of a wsolevaluation-format dataset.
 
@@ -382,13 +388,14 @@ def read_wsol_metadata(
     the line number and the offending value (the first few problems, plus a
     count of the rest): missing metadata files; an image listed but absent; an
     image id or mask path that is absolute, climbs out of its root with "..",
-    or holds control characters; duplicate entries; ids without labels, sizes
-    or localization, and entries for ids not in image_ids.txt; a label that is
-    not a plain integer or lies outside ``[0, num_classes)``; a box with x1 < x0
-    or y1 < y0 or outside its image (x1 == width and y1 == height are accepted:
-    boxes that reach the border, as in Stanford Cars); an ignore path on an
-    image's later lines. A UTF-8 byte order mark, Windows line ends and spaces
-    around fields are read as if absent.
+    holds control characters, or (through a symbolic link) resolves outside its
+    root; duplicate entries; ids without labels, sizes or localization, and
+    entries for ids not in image_ids.txt; a label that is not a plain integer
+    or lies outside ``[0, num_classes)``; a box with x1 < x0 or y1 < y0 or
+    outside its image (x1 == width and y1 == height are accepted: boxes that
+    reach the border, as in Stanford Cars); an ignore path on an image's later
+    lines. A UTF-8 byte order mark, Windows line ends and spaces around fields
+    are read as if absent.
 
     Args:
         data_root: folder the image ids are relative to, e.g.
@@ -415,6 +422,10 @@ def read_wsol_metadata(
             naming it) or "skip" (drop it, log it at WARNING on the
             ``keras_dualsig.datasets.wsol`` logger and list it in
             ``WSOLMetadata.skipped``).
+        allow_outside_root: False refuses images (masks) whose real path, after
+            symbolic links, lies outside the real path of ``data_root``
+            (``mask_root``); True reads them (e.g. a sub-folder linked to
+            another disk). The roots themselves may be links.
 
     Returns:
         A `WSOLMetadata` whose ``records`` are `WSOLRecord`s in
@@ -441,6 +452,7 @@ def read_wsol_metadata(
         mask_root=mask_root,
         verify_images=verify_images,
         on_corrupt=on_corrupt,
+        allow_outside_root=allow_outside_root,
     )
     return _read(data_root, metadata_root, options)
 
@@ -468,6 +480,7 @@ def load_wsol(
     verify_images=True,
     on_corrupt="raise",
     with_info=False,
+    allow_outside_root=False,
 ):
     """Loads one split of a wsolevaluation-format dataset as a tf.data pipeline.
 
@@ -558,6 +571,9 @@ def load_wsol(
             ``skipped`` (``with_info=True``).
         with_info: also return the `WSOLMetadata` (records, num_classes,
             skipped images).
+        allow_outside_root: False (default) refuses images and masks whose real
+            path, after symbolic links, leaves ``data_root`` (``mask_root``);
+            True reads them. See `read_wsol_metadata`.
 
     Returns:
         A `tf.data.Dataset`, or ``(dataset, metadata)`` with ``with_info=True``.
@@ -588,6 +604,7 @@ def load_wsol(
             mask_root=mask_root,
             verify_images=verify_images,
             on_corrupt=on_corrupt,
+            allow_outside_root=allow_outside_root,
         ),
         image_size=image_size,
         training=training,

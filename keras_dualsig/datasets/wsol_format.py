@@ -602,6 +602,7 @@ def read_split(
     num_classes,
     with_localization=None,
     mask_root=None,
+    allow_outside_root=False,
 ):
     """Reads, cross-checks and locates one split; one ValueError lists every problem.
 
@@ -613,6 +614,8 @@ def read_split(
         with_localization: None reads ``localization.txt`` when present and
             requires it for "val" and "test"; True requires it; False skips it.
         mask_root: folder the mask paths are relative to; None: `data_root`.
+        allow_outside_root: accept images and masks whose real path (after
+            symbolic links) lies outside `data_root` / `mask_root`.
 
     Returns:
         A `WSOLMetadata` whose records are in ``image_ids.txt`` order.
@@ -639,12 +642,12 @@ def read_split(
         masks=masks,
         problems=problems,
     )
-    images = RootGuard(data_root, "data_root")
+    images = RootGuard(data_root, "data_root", allow_outside_root)
     for image_id, line in ids.items():
         _, error = images.locate(image_id, "image")
         if error:
             problems.add(IMAGE_IDS_FILE, line, error)
-    mask_guard = RootGuard(mask_root, "mask_root")
+    mask_guard = RootGuard(mask_root, "mask_root", allow_outside_root)
     located = _locate_masks(ids, masks, ignores, mask_guard, problems)
     problems.raise_if_any()
     records = _records(data_root, ids, labels, sizes, boxes, located)

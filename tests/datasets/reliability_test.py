@@ -5,16 +5,20 @@ error that did not say what was wrong), unless its docstring says it pins
 behaviour that was already right.
 """
 
+import os
+
+import cv2
 import numpy as np
 import pytest
 from helpers.data import (
     BOX_ENTRIES,
     WSOLLayout,
     boxes_layout,
+    mask_layout,
+    random_image,
 )
 
 from keras_dualsig import datasets
-
 
 # ---------------------------------------------------------------------------
 # Ground-truth boxes: exactly as wsolevaluation
@@ -126,3 +130,74 @@ def test_split_folder_passed_as_metadata_root_gets_a_hint(tmp_path):
         datasets.read_wsol_metadata(
             layout.data_root, layout.split_dir, "test", num_classes=3
         )
+
+
+# ---------------------------------------------------------------------------
+# Files on disk
+
+
+def test_symlink_out_of_data_root_is_refused(tmp_path):
+    layout = boxes_layout(tmp_path / "set")
+    outside = tmp_path / "elsewhere.png"
+    cv2.imwrite(str(outside), random_image(8, 8))
+    os.symlink("/etc/passwd", layout.data_root / "passwd.png")
+    os.symlink(outside, layout.data_root / "a" / "linked.png")
+    ids = [e[0] for e in BOX_ENTRIES] + ["passwd.png", "a/linked.png"]
+    os.remove(layout.split_dir / "image_sizes.txt")
+    layout.write("image_ids.txt", ids)
+    layout.write("class_labels.txt", [f"{image_id},0" for image_id in ids])
+    with pytest.raises(ValueError) as info:
+        layout.read(num_classes=3, with_localization=False)
+    message = str(info.value)
+    assert (
+        "image_ids.txt, line 4: image 'passwd.png' resolves to /etc/passwd" in message
+    )
+    assert f"resolves to {outside}, outside data_root" in message
+    assert "allow_outside_root=True" in message
+    # Opting in reads the linked image (the link to /etc/passwd then fails to
+    # decode, with the reason).
+    layout.write("image_ids.txt", ids[:3] + ids[4:])
+    layout.write(
+        "class_labels.txt", [f"{image_id},0" for image_id in ids[:3] + ids[4:]]
+    )
+    meta = layout.read(num_classes=3, with_localization=False, allow_outside_root=True)
+    assert meta.records[-1].image_id == "a/linked.png"
+
+
+def test_linked_data_root_and_links_inside_it_are_fine(tmp_path):
+    """Pins behaviour that was already right: links that stay inside the root."""
+    layout = boxes_layout(tmp_path / "real")
+    os.symlink(layout.data_root, tmp_path / "linked_data")
+    os.symlink(layout.data_root / "a" / "0.png", layout.data_root / "alias.png")
+    os.remove(layout.split_dir / "image_sizes.txt")
+    layout.write("image_ids.txt", [e[0] for e in BOX_ENTRIES] + ["alias.png"])
+    layout.write(
+        "class_labels.txt", [f"{e[0]},{e[1]}" for e in BOX_ENTRIES] + ["alias.png,0"]
+    )
+    meta = datasets.read_wsol_metadata(
+        tmp_path / "linked_data",
+        layout.metadata_root,
+        "test",
+        num_classes=3,
+        with_localization=False,
+    )
+    assert len(meta) == 4
+
+
+def test_mask_symlink_out_of_mask_root_is_refused(tmp_path):
+    layout = mask_layout(tmp_path / "set")
+    target = layout.data_root / "test/x/0_m_b.png"
+    moved = tmp_path / "outside_mask.png"
+    os.rename(target, moved)
+    os.symlink(moved, target)
+    with pytest.raises(ValueError, match=r"localization.txt, line 2: mask .*outside"):
+        layout.read()
+
+
+def test_folder_named_like_an_image_is_reported_as_such(tmp_path):
+    layout = boxes_layout(tmp_path)
+    (layout.data_root / "d.png").mkdir()
+    layout.write("image_ids.txt", ["d.png"])
+    layout.write("class_labels.txt", ["d.png,0"])
+    with pytest.raises(ValueError, match=r"image 'd.png' at .*d.png is not a file"):
+        layout.read(num_classes=3, with_localization=False)
