@@ -33,6 +33,7 @@ from keras_dualsig.datasets.wsol_format import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "WSOL_DATASETS",
     "WSOL_LOCALIZATION",
     "WSOLMetadata",
@@ -57,6 +58,9 @@ WSOL_LOCALIZATION = {
     "ILSVRC": "boxes",
     "OpenImages": "masks",
 }
+# Images with more pixels are refused before decoding: PIL's decompression-bomb
+# error threshold (2 * PIL.Image.MAX_IMAGE_PIXELS), far above any benchmark image.
+DEFAULT_MAX_PIXELS = 178_956_970
 
 # ImageNet statistics of torchvision's Normalize, as in wsolevaluation.
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -116,6 +120,7 @@ class _ReadOptions:
     verify_images: bool = False
     on_corrupt: str = "raise"
     allow_outside_root: bool = False
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
 
     def __post_init__(self):
         self.split = check_choice(self.split, "split", fmt.SPLITS)
@@ -131,6 +136,9 @@ class _ReadOptions:
         self.on_corrupt = check_choice(self.on_corrupt, "on_corrupt", _ON_CORRUPT)
         self.allow_outside_root = check_bool(
             self.allow_outside_root, "allow_outside_root"
+        )
+        self.max_pixels = check_positive_int(
+            self.max_pixels, "max_pixels", allow_none=True
         )
 
 
@@ -267,10 +275,10 @@ def _read(data_root, metadata_root, options):
     return metadata
 
 
-def _image_failures(metadata, problems):
+def _image_failures(metadata, max_pixels, problems):
     """Index -> (file, line, reason) of undecodable images; size mismatches added."""
     records = metadata.records
-    shapes, failures = _image_io.decode_check([r.path for r in records], 3)
+    shapes, failures = _image_io.decode_check([r.path for r in records], 3, max_pixels)
     corrupt = {
         index: (
             fmt.IMAGE_IDS_FILE,
@@ -293,14 +301,14 @@ def _image_failures(metadata, problems):
     return corrupt
 
 
-def _mask_failures(metadata, corrupt):
+def _mask_failures(metadata, max_pixels, corrupt):
     """Adds the records whose masks cannot be decoded to `corrupt`."""
     records = metadata.records
     files = sorted(
         {p for r in records for p in r.mask_paths}
         | {r.ignore_path for r in records if r.ignore_path}
     )
-    _, failures = _image_io.decode_check(files, 1)
+    _, failures = _image_io.decode_check(files, 1, max_pixels)
     bad = {files[index]: reason for index, reason in failures.items()}
     for index, record in enumerate(records):
         path = next(
@@ -319,8 +327,8 @@ def _verify_files(metadata, options):
     problems = fmt.MetadataProblems(
         f"{metadata.metadata_dir} (split '{metadata.split}')"
     )
-    corrupt = _image_failures(metadata, problems)
-    _mask_failures(metadata, corrupt)
+    corrupt = _image_failures(metadata, options.max_pixels, problems)
+    _mask_failures(metadata, options.max_pixels, corrupt)
     if options.on_corrupt == "raise":
         for file, line, reason in corrupt.values():
             problems.add(file, line, reason)
@@ -368,6 +376,7 @@ def read_wsol_metadata(
     verify_images=False,
     on_corrupt="raise",
     allow_outside_root=False,
+    max_pixels=DEFAULT_MAX_PIXELS,
 ):
     """Reads and validates one split of a wsolevaluation-format dataset.
 
@@ -418,14 +427,17 @@ def read_wsol_metadata(
             decoder of the pipeline) and check ``image_sizes.txt`` against the
             files.
         on_corrupt: what to do with an image (or one of its masks) that exists
-            but cannot be decoded, when ``verify_images``: "raise" (a ValueError
-            naming it) or "skip" (drop it, log it at WARNING on the
-            ``keras_dualsig.datasets.wsol`` logger and list it in
-            ``WSOLMetadata.skipped``).
+            but cannot be decoded (or is above ``max_pixels``), when
+            ``verify_images``: "raise" (a ValueError naming it) or "skip" (drop
+            it, log it at WARNING on the ``keras_dualsig.datasets.wsol`` logger
+            and list it in ``WSOLMetadata.skipped``).
         allow_outside_root: False refuses images (masks) whose real path, after
             symbolic links, lies outside the real path of ``data_root``
             (``mask_root``); True reads them (e.g. a sub-folder linked to
             another disk). The roots themselves may be links.
+        max_pixels: with ``verify_images``, files whose height x width exceeds
+            this are refused, from the file header (JPEG, PNG, GIF, BMP, WebP)
+            before decoding; None: no limit.
 
     Returns:
         A `WSOLMetadata` whose ``records`` are `WSOLRecord`s in
@@ -453,6 +465,7 @@ def read_wsol_metadata(
         verify_images=verify_images,
         on_corrupt=on_corrupt,
         allow_outside_root=allow_outside_root,
+        max_pixels=max_pixels,
     )
     return _read(data_root, metadata_root, options)
 
@@ -481,6 +494,7 @@ def load_wsol(
     on_corrupt="raise",
     with_info=False,
     allow_outside_root=False,
+    max_pixels=DEFAULT_MAX_PIXELS,
 ):
     """Loads one split of a wsolevaluation-format dataset as a tf.data pipeline.
 
@@ -566,7 +580,7 @@ def load_wsol(
             default; turn off for very large training splits, where a corrupt
             file then fails inside tf.data with TensorFlow's own error).
         on_corrupt: "raise" or "skip" for files that exist but cannot be
-            decoded; skipped images are logged at WARNING on the
+            decoded (or exceed ``max_pixels``); skipped images are logged at WARNING on the
             ``keras_dualsig.datasets.wsol`` logger and listed in the info's
             ``skipped`` (``with_info=True``).
         with_info: also return the `WSOLMetadata` (records, num_classes,
@@ -574,6 +588,11 @@ def load_wsol(
         allow_outside_root: False (default) refuses images and masks whose real
             path, after symbolic links, leaves ``data_root`` (``mask_root``);
             True reads them. See `read_wsol_metadata`.
+        max_pixels: refuse image and mask files with more than this many
+            pixels (height x width), read from the file header before
+            decoding (JPEG, PNG, GIF, BMP, WebP; other formats after decoding),
+            in the verification pass and in the pipeline; default
+            178,956,970, PIL's decompression-bomb limit; None: no limit.
 
     Returns:
         A `tf.data.Dataset`, or ``(dataset, metadata)`` with ``with_info=True``.
@@ -605,6 +624,7 @@ def load_wsol(
             verify_images=verify_images,
             on_corrupt=on_corrupt,
             allow_outside_root=allow_outside_root,
+            max_pixels=max_pixels,
         ),
         image_size=image_size,
         training=training,
@@ -667,13 +687,14 @@ def _decoder(localization, options):
     """element of `_columns` -> decoded image (uint8) and its ground truth."""
     size = options.image_size
     base_size = options.resize_size if options.training else size
+    max_pixels = options.read.max_pixels
 
     def load_mask(path):
-        return _image_io.load_mask(path, size)
+        return _image_io.load_mask(path, size, max_pixels)
 
     def decode(element):
         out = {
-            "image": _image_io.load_image(element["path"], base_size),
+            "image": _image_io.load_image(element["path"], base_size, max_pixels),
             "label": element["label"],
             "image_id": element["image_id"],
         }

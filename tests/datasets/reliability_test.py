@@ -6,10 +6,13 @@ behaviour that was already right.
 """
 
 import os
+import struct
+import zlib
 
 import cv2
 import numpy as np
 import pytest
+import tensorflow as tf
 from helpers.data import (
     BOX_ENTRIES,
     WSOLLayout,
@@ -17,8 +20,10 @@ from helpers.data import (
     mask_layout,
     random_image,
 )
+from helpers.errors import raises_invalid
 
 from keras_dualsig import datasets
+from keras_dualsig.datasets import _image_io
 
 # ---------------------------------------------------------------------------
 # Ground-truth boxes: exactly as wsolevaluation
@@ -201,3 +206,99 @@ def test_folder_named_like_an_image_is_reported_as_such(tmp_path):
     layout.write("class_labels.txt", ["d.png,0"])
     with pytest.raises(ValueError, match=r"image 'd.png' at .*d.png is not a file"):
         layout.read(num_classes=3, with_localization=False)
+
+
+# ---------------------------------------------------------------------------
+# The pixel limit
+
+
+def _png_header_only(height, width):
+    """The signature and IHDR chunk of a PNG of (height, width), no pixel data."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", len(ihdr))
+        + chunk
+        + struct.pack(">I", zlib.crc32(chunk))
+    )
+
+
+@pytest.mark.parametrize(
+    "extension, flags",
+    [
+        (".png", []),
+        (".jpg", []),
+        (".bmp", []),
+        (".webp", [cv2.IMWRITE_WEBP_QUALITY, 80]),
+        (".webp", [cv2.IMWRITE_WEBP_QUALITY, 101]),  # lossless (VP8L)
+    ],
+)
+@pytest.mark.parametrize("size", [(37, 91), (300, 17)])
+def test_header_size_matches_the_decoder(extension, flags, size):
+    ok, encoded = cv2.imencode(extension, random_image(*size), flags)
+    assert ok
+    contents = tf.constant(encoded.tobytes())
+    decoded = tf.io.decode_image(contents, channels=3, expand_animations=False)
+    assert tuple(_image_io.header_size(contents).numpy()) == tuple(decoded.shape[:2])
+    assert tuple(decoded.shape[:2]) == size
+
+
+def test_header_size_of_gif_and_unknown_formats():
+    PIL = pytest.importorskip("PIL.Image")
+    import io
+
+    buffer = io.BytesIO()
+    PIL.fromarray(random_image(23, 41)).save(buffer, format="GIF")
+    contents = tf.constant(buffer.getvalue())
+    assert tuple(_image_io.header_size(contents).numpy()) == (23, 41)
+    assert tuple(_image_io.header_size(tf.constant(b"\x00" * 5)).numpy()) == (-1, -1)
+
+
+def test_image_above_the_default_limit_is_refused_before_decoding(tmp_path):
+    layout = boxes_layout(tmp_path)
+    # 20,000 x 10,000 = 200 million pixels (> 178,956,970): a bomb of 33 bytes.
+    (layout.data_root / "a/1.jpg").write_bytes(_png_header_only(10_000, 20_000))
+    layout.write(
+        "image_sizes.txt", ["a/0.png,50,40", "a/1.jpg,20000,10000", "b/2.png,60,20"]
+    )
+    with pytest.raises(ValueError) as info:
+        layout.load(num_classes=3)
+    message = str(info.value)
+    assert "image_ids.txt, line 2: cannot decode image 'a/1.jpg'" in message
+    assert (
+        "10000x20000 (height x width) = 200,000,000 pixels (declared by its "
+        "header; not decoded) is more than max_pixels=178,956,970" in message
+    )
+
+
+def test_max_pixels_is_configurable(tmp_path, caplog):
+    layout = boxes_layout(tmp_path)  # a/0.png is 40 x 50 = 2,000 pixels
+    with pytest.raises(ValueError, match=r"a/0.png.*2,000 pixels.*max_pixels=1,999"):
+        layout.load(num_classes=3, max_pixels=1999)
+    ds, info = layout.load(
+        num_classes=3, max_pixels=1999, on_corrupt="skip", with_info=True
+    )
+    assert [e["image_id"] for e in ds.as_numpy_iterator()] == [b"a/1.jpg", b"b/2.png"]
+    assert "max_pixels" in info.skipped[0][1]
+    assert len(list(layout.load(num_classes=3, max_pixels=None))) == 3
+    with raises_invalid("max_pixels", "positive int"):
+        layout.load(num_classes=3, max_pixels=0)
+
+
+def test_max_pixels_holds_inside_the_pipeline(tmp_path):
+    layout = boxes_layout(tmp_path)
+    ds = layout.load(num_classes=3, max_pixels=1999, verify_images=False)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="max_pixels=1999"):
+        list(ds.as_numpy_iterator())
+
+
+def test_mask_above_the_limit_is_refused(tmp_path):
+    layout = mask_layout(tmp_path)  # image 0 is 40 x 60; its mask b now 80 x 120
+    cv2.imwrite(
+        str(layout.data_root / "test/x/0_m_b.png"), np.ones((80, 120), np.uint8)
+    )
+    with pytest.raises(
+        ValueError, match=r"localization.txt, line 2: cannot decode mask .*9,600 pixels"
+    ):
+        layout.load(max_pixels=40 * 60, verify_images=True)
