@@ -76,6 +76,8 @@ _BOX_PADDING = -1.0
 _CACHED_SHUFFLE_BUFFER = 4096
 _ON_CORRUPT = ("raise", "skip")
 _IMAGENET = "imagenet"
+# tf.data seeds are int64 and the augmentation stream uses seed + 1.
+_MAX_SEED = 2**63 - 2
 
 
 # ---------------------------------------------------------------------------
@@ -83,9 +85,7 @@ _IMAGENET = "imagenet"
 
 
 def _optional_bool(value, argument):
-    if value not in (None, True, False):
-        raise invalid(argument, "None, True or False", value)
-    return value
+    return None if value is None else check_bool(value, argument)
 
 
 def _as_size(value, argument, allow_none=False):
@@ -109,9 +109,9 @@ def _check_folder(value, argument):
     return os.fspath(value)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class _ReadOptions:
-    """The arguments of `read_wsol_metadata` (and `load_wsol`), checked."""
+    """The checked arguments of `read_wsol_metadata` (and `load_wsol`)."""
 
     split: str
     num_classes: int | None = None
@@ -123,28 +123,33 @@ class _ReadOptions:
     max_pixels: int | None = DEFAULT_MAX_PIXELS
 
     def __post_init__(self):
-        self.split = check_choice(self.split, "split", fmt.SPLITS)
-        self.num_classes = check_positive_int(
-            self.num_classes, "num_classes", allow_none=True
-        )
-        self.with_localization = _optional_bool(
-            self.with_localization, "with_localization"
-        )
-        if self.mask_root is not None:
-            self.mask_root = _check_folder(self.mask_root, "mask_root")
-        self.verify_images = check_bool(self.verify_images, "verify_images")
-        self.on_corrupt = check_choice(self.on_corrupt, "on_corrupt", _ON_CORRUPT)
-        self.allow_outside_root = check_bool(
-            self.allow_outside_root, "allow_outside_root"
-        )
-        self.max_pixels = check_positive_int(
-            self.max_pixels, "max_pixels", allow_none=True
-        )
+        checked = {
+            "split": check_choice(self.split, "split", fmt.SPLITS),
+            "num_classes": check_positive_int(
+                self.num_classes, "num_classes", allow_none=True
+            ),
+            "with_localization": _optional_bool(
+                self.with_localization, "with_localization"
+            ),
+            "mask_root": None
+            if self.mask_root is None
+            else _check_folder(self.mask_root, "mask_root"),
+            "verify_images": check_bool(self.verify_images, "verify_images"),
+            "on_corrupt": check_choice(self.on_corrupt, "on_corrupt", _ON_CORRUPT),
+            "allow_outside_root": check_bool(
+                self.allow_outside_root, "allow_outside_root"
+            ),
+            "max_pixels": check_positive_int(
+                self.max_pixels, "max_pixels", allow_none=True
+            ),
+        }
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class _LoadOptions:
-    """The keyword arguments of `load_wsol`, checked; one field each."""
+    """The checked keyword arguments of `load_wsol`, one field each."""
 
     read: _ReadOptions
     image_size: tuple = (224, 224)
@@ -162,26 +167,23 @@ class _LoadOptions:
     with_info: bool = False
 
     def __post_init__(self):
-        self.image_size = _as_size(self.image_size, "image_size")
-        self.training = check_bool(self.training, "training")
-        self.batch_size = check_positive_int(
-            self.batch_size, "batch_size", allow_none=True
-        )
-        self.preprocess = _check_preprocess(self.preprocess)
-        self.as_supervised = check_bool(self.as_supervised, "as_supervised")
-        self.resize_size = self._checked_resize_size()
-        self.max_boxes = check_positive_int(
-            self.max_boxes, "max_boxes", allow_none=True
-        )
-        shuffle = _optional_bool(self.shuffle, "shuffle")
-        self.shuffle = self.training if shuffle is None else shuffle
-        self.seed = _check_seed(self.seed)
-        self.cache = _check_cache(self.cache)
-        self.shuffle_buffer_size = check_positive_int(
-            self.shuffle_buffer_size, "shuffle_buffer_size", allow_none=True
-        )
-        self.drop_remainder = check_bool(self.drop_remainder, "drop_remainder")
-        self.with_info = check_bool(self.with_info, "with_info")
+        set_ = object.__setattr__
+        set_(self, "image_size", _as_size(self.image_size, "image_size"))
+        for name in ("training", "as_supervised", "drop_remainder", "with_info"):
+            set_(self, name, check_bool(getattr(self, name), name))
+        for name in ("batch_size", "max_boxes", "shuffle_buffer_size"):
+            set_(
+                self,
+                name,
+                check_positive_int(getattr(self, name), name, allow_none=True),
+            )
+        set_(self, "preprocess", _check_preprocess(self.preprocess))
+        set_(self, "resize_size", self._checked_resize_size())
+        set_(self, "shuffle", _optional_bool(self.shuffle, "shuffle"))
+        if self.shuffle is None:
+            set_(self, "shuffle", self.training)
+        set_(self, "seed", _check_seed(self.seed))
+        set_(self, "cache", _check_cache(self.cache))
         if self.training and self.read.with_localization:
             raise invalid(
                 "with_localization",
@@ -190,7 +192,7 @@ class _LoadOptions:
                 self.read.with_localization,
             )
         if self.training:
-            self.read.with_localization = False
+            set_(self, "read", dataclasses.replace(self.read, with_localization=False))
 
     def _checked_resize_size(self):
         resize_size = _as_size(self.resize_size, "resize_size", allow_none=True)
@@ -216,15 +218,18 @@ def _check_preprocess(preprocess):
 
 
 def _check_seed(seed):
-    return check_int(seed, "seed", allow_none=True)
+    seed = check_int(seed, "seed", allow_none=True)
+    if seed is not None and not -(2**63) <= seed <= _MAX_SEED:
+        raise invalid("seed", "None or an int in [-2**63, 2**63 - 2]", seed)
+    return seed
 
 
 def _check_cache(cache):
-    if isinstance(cache, bool):
-        return cache
-    if isinstance(cache, str | os.PathLike):
-        return os.fspath(cache) or False
-    raise invalid("cache", "True, False or a file path", cache)
+    if isinstance(cache, bool | np.bool_):
+        return bool(cache)
+    if isinstance(cache, str | os.PathLike) and os.fspath(cache):
+        return os.fspath(cache)
+    raise invalid("cache", "True, False or a non-empty file path", cache)
 
 
 def _resolve_num_classes(num_classes, metadata_root):
@@ -254,6 +259,8 @@ def _resolve_num_classes(num_classes, metadata_root):
 
 def _read(data_root, metadata_root, options):
     """Reads, validates and (with ``verify_images``) decodes one split."""
+    data_root = _check_folder(data_root, "data_root")
+    metadata_root = _check_folder(metadata_root, "metadata_root")
     if not os.path.isdir(data_root):
         raise invalid(
             "data_root",

@@ -1049,21 +1049,23 @@ def read_mask(record, size=(224, 224)):
         ``(mask, ignore)``: two bool numpy arrays (height, width).
 
     Raises:
-        ValueError: if the record has no masks or a mask file cannot be read.
+        ValueError: (Keras template) if the record has no masks or a mask file
+            cannot be read.
     """
     import cv2
 
-    if not record.mask_paths:
-        raise ValueError(
-            f"Invalid value received for argument `record`. Expected a record with "
-            f"mask_paths (a mask dataset). Received: record={record!r}"
-        )
+    if not isinstance(record, WSOLRecord) or not record.mask_paths:
+        raise invalid("record", "a WSOLRecord with mask_paths (a mask dataset)", record)
     width, height = size
 
     def load(path):
         image = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
         if image is None:
-            raise ValueError(f"Cannot read mask file {path}.")
+            raise invalid(
+                "record",
+                "a record whose mask files OpenCV can read",
+                received=f"a record of {record.image_id!r} with mask file {path}",
+            )
         image = cv2.resize(
             image.astype(np.float32), (width, height), interpolation=cv2.INTER_NEAREST
         )

@@ -17,6 +17,7 @@ from helpers.data import (
     BOX_ENTRIES,
     WSOLLayout,
     boxes_layout,
+    crop_layout,
     mask_layout,
     random_image,
 )
@@ -302,3 +303,91 @@ def test_mask_above_the_limit_is_refused(tmp_path):
         ValueError, match=r"localization.txt, line 2: cannot decode mask .*9,600 pixels"
     ):
         layout.load(max_pixels=40 * 60, verify_images=True)
+
+
+# ---------------------------------------------------------------------------
+# Arguments
+
+
+# with_localization=1 / "no" and shuffle=0 used to pass (1 == True); the
+# other cases were refused already and are pinned here with them.
+@pytest.mark.parametrize(
+    "argument, value",
+    [
+        ("with_localization", 1),
+        ("with_localization", "no"),
+        ("shuffle", 0),
+        ("shuffle", "no"),
+        ("training", "no"),
+        ("as_supervised", 1),
+        ("drop_remainder", "False"),
+        ("verify_images", 0),
+        ("with_info", "no"),
+        ("allow_outside_root", "no"),
+    ],
+)
+def test_boolean_options_refuse_non_bools(tmp_path, argument, value):
+    layout = boxes_layout(tmp_path)
+    with raises_invalid(argument, "True or False"):
+        layout.load(num_classes=3, **{argument: value})
+
+
+def test_numpy_bools_are_bools(tmp_path):
+    """NumPy bools used to be refused by the isinstance(bool) checks."""
+    layout, _ = crop_layout(tmp_path)
+    ds = layout.load(num_classes=2, training=np.True_, verify_images=np.False_)
+    assert len(list(ds)) == 1
+
+
+def test_read_options_refuse_non_bools(tmp_path):
+    """Pins behaviour that was already right for read_wsol_metadata."""
+    layout = boxes_layout(tmp_path)
+    for argument in ("verify_images", "allow_outside_root", "with_localization"):
+        with raises_invalid(argument, "True or False"):
+            layout.read(num_classes=3, **{argument: "no"})
+
+
+def test_empty_cache_path_is_refused(tmp_path):
+    # "" used to mean "no cache" silently.
+    with raises_invalid("cache", "non-empty file path"):
+        boxes_layout(tmp_path).load(num_classes=3, cache="")
+
+
+@pytest.mark.parametrize("seed", [2**63 - 1, 2**63, 2**64, -(2**63) - 1])
+def test_seed_outside_int64_is_refused(tmp_path, seed):
+    with raises_invalid("seed", "2**63"):
+        boxes_layout(tmp_path).load(num_classes=3, training=True, seed=seed)
+
+
+@pytest.mark.parametrize(
+    "argument, value",
+    [
+        ("data_root", None),
+        ("metadata_root", None),
+        ("metadata_root", ""),
+        ("mask_root", 5),
+    ],
+)
+def test_roots_that_are_not_paths_are_refused(tmp_path, argument, value):
+    """None and "" used to fail with a TypeError or read the current folder;
+    mask_root=5 was refused already."""
+    layout = boxes_layout(tmp_path)
+    kwargs = {
+        "data_root": layout.data_root,
+        "metadata_root": layout.metadata_root,
+        "split": "test",
+        "num_classes": 3,
+        argument: value,
+    }
+    with raises_invalid(argument, "folder path"):
+        datasets.load_wsol(**kwargs)
+
+
+def test_read_mask_errors_use_the_template(tmp_path):
+    layout = mask_layout(tmp_path)
+    record = layout.read().records[0]
+    with raises_invalid("record", "mask_paths"):
+        datasets.read_mask(record.__class__("a.jpg", "/a.jpg", 0))
+    (layout.data_root / "test/x/0_m_a.png").write_bytes(b"broken")
+    with raises_invalid("record", "OpenCV can read"):
+        datasets.read_mask(record, size=(30, 20))
