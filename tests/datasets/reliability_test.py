@@ -5,6 +5,7 @@ error that did not say what was wrong), unless its docstring says it pins
 behaviour that was already right.
 """
 
+import json
 import os
 import struct
 import zlib
@@ -20,11 +21,14 @@ from helpers.data import (
     crop_layout,
     mask_layout,
     random_image,
+    small_mnist,
 )
 from helpers.errors import raises_invalid
 
 from keras_dualsig import datasets
 from keras_dualsig.datasets import _image_io
+
+TINY_MNIST = {"image_size": 56, "num_train": 4, "num_val": 2, "num_test": 2}
 
 # ---------------------------------------------------------------------------
 # Ground-truth boxes: exactly as wsolevaluation
@@ -391,3 +395,63 @@ def test_read_mask_errors_use_the_template(tmp_path):
     (layout.data_root / "test/x/0_m_a.png").write_bytes(b"broken")
     with raises_invalid("record", "OpenCV can read"):
         datasets.read_mask(record, size=(30, 20))
+
+
+# ---------------------------------------------------------------------------
+# cluttered_mnist never deletes what it did not write
+
+
+def test_rebuild_with_another_seed_keeps_foreign_files(tmp_path):
+    root = tmp_path / "cm"
+    small_mnist(root, **TINY_MNIST)
+    (root / "my_model.keras").write_text("weeks of training")
+    (root / "data" / "notes.txt").write_text("mine")
+    with raises_invalid("root", "only the files that build wrote") as info:
+        small_mnist(root, seed=1, **TINY_MNIST)
+    assert "my_model.keras" in str(info.value) and "data/notes.txt" in str(info.value)
+    assert (root / "my_model.keras").read_text() == "weeks of training"
+    assert (root / "data" / "notes.txt").read_text() == "mine"
+    assert json.loads((root / "keras_dualsig_dataset.json").read_text())["seed"] == 0
+    # Without the foreign files the outdated build is replaced.
+    os.remove(root / "my_model.keras")
+    os.remove(root / "data" / "notes.txt")
+    assert small_mnist(root, seed=1, **TINY_MNIST).seed == 1
+    assert sorted(os.listdir(tmp_path)) == ["cm"]
+
+
+def test_folder_with_a_foreign_marker_is_untouched(tmp_path):
+    root = tmp_path / "mine"
+    root.mkdir()
+    (root / "keras_dualsig_dataset.json").write_text("{}")
+    (root / "thesis.tex").write_text("keep")
+    with raises_invalid("root", "cluttered_mnist()"):
+        small_mnist(root, **TINY_MNIST)
+    assert sorted(os.listdir(root)) == ["keras_dualsig_dataset.json", "thesis.tex"]
+
+
+def test_only_its_own_stale_folders_are_cleaned(tmp_path):
+    look_alike = tmp_path / ".cm.old-mine"
+    stale = tmp_path / f".cm.building-12-{'0' * 32}"
+    for folder in (look_alike, stale):
+        folder.mkdir()
+        (folder / "file.txt").write_text("x")
+        os.utime(folder, (0, 0))
+    small_mnist(tmp_path / "cm", **TINY_MNIST)
+    assert sorted(os.listdir(tmp_path)) == [".cm.old-mine", "cm"]
+
+
+def test_root_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "a_file").write_text("keep")
+    with raises_invalid("root", "cluttered_mnist()", "not a folder"):
+        small_mnist(tmp_path / "a_file", **TINY_MNIST)
+    assert (tmp_path / "a_file").read_text() == "keep"
+    with raises_invalid("root", "folder path"):
+        small_mnist(5, **TINY_MNIST)
+
+
+def test_masks_of_the_train_split_are_refused_clearly(tmp_path):
+    info = small_mnist(tmp_path / "cm", **TINY_MNIST)
+    with raises_invalid("split", "the train split has no masks"):
+        info.load("train", localization="masks")
+    with raises_invalid("localization", '"boxes", "masks"'):
+        info.load("test", localization=None)
