@@ -71,13 +71,17 @@ def _is_int(value):
     )
 
 
-def check_bool(value, argument):
-    """A Python or NumPy bool, returned as `bool`; anything else is refused.
+def check_bool(value, argument, *, allow_none=False):
+    """A Python or NumPy bool, returned as `bool`; None if allowed.
 
     Truthy strings such as "no" are refused rather than read as True.
     """
+    if value is None and allow_none:
+        return None
     if not isinstance(value, bool | np.bool_):
-        raise invalid(argument, "True or False", value)
+        raise invalid(
+            argument, "None, True or False" if allow_none else "True or False", value
+        )
     return bool(value)
 
 

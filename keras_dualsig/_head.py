@@ -3,7 +3,7 @@
 A `Head` is the chain of layers from the feature map to the class scores,
 with the call arguments of each layer and the rule that reads its logits.
 `split_classifier` finds the head of a trained classifier (the rule of
-docs/method.md, "Model surgery") and returns the trunk and the Head; a
+docs/method.md, "Finding the head") and returns the trunk and the Head; a
 `kd.DualSigmoidModel` holds a trunk and two Heads.
 """
 
@@ -313,7 +313,7 @@ def _logits_rule(layers):
 def split_classifier(model, head_start=None):
     """Splits a single-output classifier into trunk and head.
 
-    The head is found by the rule of docs/method.md ("Model surgery"): walk
+    The head is found by the rule of docs/method.md ("Finding the head"): walk
     back from the output until both a spatial reduction (global pooling,
     Flatten, Reshape to rank 2) and a layer with weights have been passed, and
     stop at the first tensor that is a spatial feature map (rank 4, H and W

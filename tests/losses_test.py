@@ -9,7 +9,7 @@ import keras_dualsig as kd
 
 
 def _reference(logits, labels, pos_weight=None):
-    """Independent NumPy re-derivation of METHOD.md's per-sample formula."""
+    """Independent NumPy re-derivation of the per-sample formula (docs/method.md, "Loss")."""
     logits = np.asarray(logits, np.float64)
     num_classes = logits.shape[1]
     weight = num_classes - 1 if pos_weight is None else pos_weight

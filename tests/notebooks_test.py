@@ -7,6 +7,7 @@ temporary `KERAS_HOME`: nothing is written into the repository.
 """
 
 import json
+import os
 import pathlib
 import sys
 import time
@@ -15,7 +16,8 @@ import nbclient
 import nbformat
 import pytest
 
-NOTEBOOK_DIR = pathlib.Path(__file__).resolve().parents[1] / "notebooks"
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 NOTEBOOKS = sorted(path.name for path in NOTEBOOK_DIR.glob("*.ipynb"))
 EXPECTED = ["01_quickstart.ipynb", "02_wsol_evaluation.ipynb", "03_why_sigmoid.ipynb"]
 CELL_TIMEOUT_S = 600
@@ -71,6 +73,10 @@ def kernel_env(tmp_path_factory):
         # The embedded dataset (and Keras' config) go here, not to ~/.keras.
         "KERAS_HOME": str(root / "keras_home"),
         "JUPYTER_PATH": str(root / "jupyter"),
+        # This checkout's package first, whatever copy the venv has installed.
+        "PYTHONPATH": os.pathsep.join(
+            [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+        ),
     }
 
 

@@ -209,7 +209,7 @@ def run(flags, datasets_override=None):
         shown = figures.add_images(images.numpy(), captions, gt_boxes)
         for method in methods:
             for branch in BRANCHES:
-                # WSOL: the ground-truth class (METHOD.md).
+                # WSOL: the ground-truth class (docs/method.md, "Evaluation protocol").
                 maps = cams[method](images, labels, branch=branch)
                 if gt_boxes is not None:
                     box_eval[method, branch].update(

@@ -1,7 +1,7 @@
 r"""Stage 2: attach the sigmoid branch to a trained classifier and train it.
 
 `kd.dual_sigmoid` clones the classifier's head into a per-class sigmoid branch;
-only the branch trains, with class-balanced binary cross-entropy (METHOD.md).
+only the branch trains, with class-balanced binary cross-entropy (docs/method.md, "Loss").
 SGD with Nesterov momentum and step decay by default. Checkpoints every epoch;
 re-running the same command resumes.
 

@@ -1,7 +1,7 @@
 """BaseCAM: everything the class activation map variants share.
 
 The shared pipeline (Oh & Noh, BMVC 2025, arXiv:2511.05590; docs/method.md,
-"Inference"): one compiled function per batch runs the model once, with a
+"CAM variants"): one compiled function per batch runs the model once, with a
 zero "probe" added at the explained layer's output, so that the gradient of
 the chosen head's target logit with respect to the probe is the gradient with
 respect to the feature map A, on every Keras backend (`keras_dualsig._backend`
@@ -220,7 +220,7 @@ class BaseCAM:
                 head's pre-softmax logit (the baseline).
             positive_weights: rectify channel weights, w <- max(w, 0). None
                 means True for branch="sigmoid" and False for "softmax"
-                (docs/method.md, "Inference"). Applies to channel-weight methods only;
+                (docs/method.md, "Channel weights"). Applies to channel-weight methods only;
                 LayerCAM and HiResCAM ignore it, Score-CAM weights are
                 positive already.
             normalize: True: ReLU, per-image min-max to [0, 1], and after the

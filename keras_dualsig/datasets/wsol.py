@@ -14,8 +14,8 @@ import logging
 import os
 
 import numpy as np
-import tensorflow as tf
 
+from keras_dualsig import _backend
 from keras_dualsig._errors import (
     check_bool,
     check_choice,
@@ -23,7 +23,6 @@ from keras_dualsig._errors import (
     check_positive_int,
     invalid,
 )
-from keras_dualsig.datasets import _image_io
 from keras_dualsig.datasets import wsol_format as fmt
 from keras_dualsig.datasets.wsol_format import (
     WSOLMetadata,
@@ -65,7 +64,7 @@ DEFAULT_MAX_PIXELS = 178_956_970
 # ImageNet statistics of torchvision's Normalize, as in wsolevaluation.
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
-# METHOD.md: train images are resized to 256x256 before a random 224 crop; other
+# docs/method.md, "Training recipe": train images are resized to 256x256 before a random 224 crop; other
 # sizes keep that ratio.
 _RESIZE_RATIO = 256 / 224
 # Padding rows of "boxes" (beyond "num_boxes"); negative so they never pass for a
@@ -84,8 +83,18 @@ _MAX_SEED = 2**63 - 2
 # Arguments
 
 
-def _optional_bool(value, argument):
-    return None if value is None else check_bool(value, argument)
+def _tensorflow():
+    """TensorFlow, imported when a tf.data pipeline is built (see _backend)."""
+    return _backend.require_tensorflow(
+        "`kd.datasets.load_wsol` (a tf.data pipeline; also image verification)"
+    )
+
+
+def _image_io_module():
+    _tensorflow()
+    from keras_dualsig.datasets import _image_io
+
+    return _image_io
 
 
 def _as_size(value, argument, allow_none=False):
@@ -128,8 +137,8 @@ class _ReadOptions:
             "num_classes": check_positive_int(
                 self.num_classes, "num_classes", allow_none=True
             ),
-            "with_localization": _optional_bool(
-                self.with_localization, "with_localization"
+            "with_localization": check_bool(
+                self.with_localization, "with_localization", allow_none=True
             ),
             "mask_root": None
             if self.mask_root is None
@@ -179,7 +188,7 @@ class _LoadOptions:
             )
         set_(self, "preprocess", _check_preprocess(self.preprocess))
         set_(self, "resize_size", self._checked_resize_size())
-        set_(self, "shuffle", _optional_bool(self.shuffle, "shuffle"))
+        set_(self, "shuffle", check_bool(self.shuffle, "shuffle", allow_none=True))
         if self.shuffle is None:
             set_(self, "shuffle", self.training)
         set_(self, "seed", _check_seed(self.seed))
@@ -284,6 +293,7 @@ def _read(data_root, metadata_root, options):
 
 def _image_failures(metadata, max_pixels, problems):
     """Index -> (file, line, reason) of undecodable images; size mismatches added."""
+    _image_io = _image_io_module()
     records = metadata.records
     shapes, failures = _image_io.decode_check([r.path for r in records], 3, max_pixels)
     corrupt = {
@@ -310,6 +320,7 @@ def _image_failures(metadata, max_pixels, problems):
 
 def _mask_failures(metadata, max_pixels, corrupt):
     """Adds the records whose masks cannot be decoded to `corrupt`."""
+    _image_io = _image_io_module()
     records = metadata.records
     files = sorted(
         {p for r in records for p in r.mask_paths}
@@ -510,7 +521,7 @@ def load_wsol(
     image once, all before the dataset is returned, so that problems surface
     before training starts, with the file, line and value at fault.
 
-    Transforms (METHOD.md, as wsolevaluation and the paper's code):
+    Transforms (docs/method.md, "Training recipe", as wsolevaluation and the paper's code):
 
     - ``training=True``: resize to ``resize_size`` (default 256x256 for
       ``image_size=224``, the same ratio otherwise), random crop of
@@ -622,6 +633,7 @@ def load_wsol(
         batch["image"].shape, batch["boxes"].shape  # (32, 224, 224, 3), (32, 1, 4)
     ```
     """
+    _tensorflow()  # Without TensorFlow: a clear error before any work.
     options = _LoadOptions(
         read=_ReadOptions(
             split=split,
@@ -692,6 +704,8 @@ def _columns(metadata, options):
 
 def _decoder(localization, options):
     """element of `_columns` -> decoded image (uint8) and its ground truth."""
+    tf = _tensorflow()
+    _image_io = _image_io_module()
     size = options.image_size
     base_size = options.resize_size if options.training else size
     max_pixels = options.read.max_pixels
@@ -728,6 +742,7 @@ def _decoder(localization, options):
 
 
 def _augmenter(options):
+    tf = _tensorflow()
     height, width = options.image_size
 
     def augment(element, seed_pair):
@@ -742,6 +757,7 @@ def _augmenter(options):
 
 
 def _finisher(options):
+    tf = _tensorflow()
     preprocess = options.preprocess
 
     def finish(element):
@@ -761,6 +777,7 @@ def _finisher(options):
 
 def _pipeline(metadata, options):
     """Shuffle, decode, cache, augment, preprocess, batch, prefetch."""
+    tf = _tensorflow()
     count, seed, cache = len(metadata), options.seed, options.cache
     ds = tf.data.Dataset.from_tensor_slices(_columns(metadata, options))
     if options.shuffle and not cache:

@@ -15,6 +15,7 @@ import inspect
 import numpy as np
 
 from keras_dualsig import cams
+from keras_dualsig._classifier import classifier_of
 from keras_dualsig._errors import as_array, check_class_index, invalid
 from keras_dualsig.metrics import fidelity, wsol
 
@@ -246,7 +247,7 @@ class CAMEvaluation:
     ):
         self.model = model
         self.methods = _check_methods(methods)
-        is_dual = bool(getattr(model, "_is_dual_sigmoid", False))
+        is_dual = classifier_of(model).is_dual
         self.branches = _check_branches(branches, is_dual)
         self._scorer = fidelity._Scorer(model, confidence, _SCORE_BATCH_SIZE)
         self.confidence = self._scorer.confidence

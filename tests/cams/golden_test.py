@@ -3,7 +3,7 @@
 The tiny model `inner (1x1 conv, relu) -> 2x2 average pool -> features (3x3
 conv, relu) -> GAP -> Dense` is run forward AND differentiated by hand in
 float64 NumPy below (no TensorFlow), and each map is computed from the
-METHOD.md formula, then post-processed as pytorch-grad-cam does: ReLU, min-max,
+formula of docs/method.md ("Channel weights"), then post-processed as pytorch-grad-cam does: ReLU, min-max,
 `cv2.resize` (bilinear), min-max (exact min-max, see CONSTANT_MAP_TOLERANCE). The maps are checked at the
 head's input (gradients constant in space, 4x4 -> 8x8 resize) and at the inner
 layer (gradients vary in space through the relu masks, padding and pooling).
@@ -174,7 +174,7 @@ def _score_cam_weights(params, x, activations, branch, class_index):
 
 
 def _reference(variant, params, x, class_index, branch, layer, positive):
-    """Raw (pre-ReLU) map from the METHOD.md formula, float64 (B, h, w)."""
+    """Raw (pre-ReLU) map from the docs/method.md formula ("Channel weights"), float64 (B, h, w)."""
     cache = _forward(params, x)
     a = cache[layer]
     g = np.stack(
