@@ -2,6 +2,12 @@
 
 oneDNN crashes in some convolution gradients on the CI CPUs, so it is switched
 off before TensorFlow is imported anywhere in the test session.
+
+The suite runs on TensorFlow (the default). With KERAS_BACKEND=jax or torch
+(in a venv without TensorFlow, as `.ci/run` does), only the PORTABLE test
+files below are collected: the model, CAM, loss, metric and figure tests that
+need no TensorFlow. Every other file tests a TensorFlow-only part (tf.data,
+the training scripts, tf-keras-vis) or uses TensorFlow directly.
 """
 
 import os
@@ -11,8 +17,37 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import pathlib  # noqa: E402
+
 import keras  # noqa: E402
 import pytest  # noqa: E402
+
+PORTABLE = (
+    "backends/cross_backend_test.py",
+    "backends/model_test.py",
+    "cams/architectures_test.py",
+    "cams/cam_test.py",
+    "cams/golden_test.py",
+    "cams/properties_test.py",
+    "cams/score_cam_test.py",
+    "classifier_test.py",
+    "head_test.py",
+    "keras_internals_test.py",
+    "metrics/boxes_test.py",
+    "metrics/fidelity_test.py",
+    "vis_test.py",
+)
+_TESTS = pathlib.Path(__file__).parent
+
+
+def pytest_ignore_collect(collection_path, config):
+    """On JAX and torch, collect only the PORTABLE test files."""
+    if keras.backend.backend() == "tensorflow":
+        return None
+    path = pathlib.Path(collection_path)
+    if path.is_dir() or not path.name.endswith("_test.py"):
+        return None
+    return path.resolve().relative_to(_TESTS.resolve()).as_posix() not in PORTABLE
 
 
 @pytest.fixture(autouse=True)
