@@ -43,6 +43,16 @@ def find_layer(model, name):
     return None, None
 
 
+def all_layers(model):
+    """Every layer of a model, nested models' layers included (depth first)."""
+    layers = []
+    for layer in getattr(model, "layers", None) or []:
+        layers.append(layer)
+        if isinstance(layer, keras.Model):
+            layers.extend(all_layers(layer))
+    return layers
+
+
 def all_layer_names(model, prefix=""):
     """Names of every layer of a model, nested ones as "outer/inner"."""
     names = []

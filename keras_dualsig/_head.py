@@ -124,6 +124,29 @@ class Head:
         self._linear_twin = None
 
     @property
+    def final_activation(self):
+        """How the head turns logits into its output.
+
+        "softmax", "sigmoid" (a trailing Activation/Softmax layer or the last
+        logit layer's own activation), "linear" (the output is the logits,
+        or another activation such as relu), or "opaque" (logits read as
+        "log": an unrecognised last layer, e.g. a Lambda).
+        """
+        if self.activation is not None:
+            return self.activation
+        if self.logits == "log":
+            return "opaque"
+        for layer in reversed(self.layers[self.num_logit_layers :]):
+            if isinstance(layer, keras.layers.Softmax):
+                return "softmax"
+            name = activation_name(layer.activation)
+            if name in FINAL_ACTIVATIONS:
+                return name
+        last = self.layers[self.num_logit_layers - 1]
+        name = activation_name(getattr(last, "activation", None))
+        return name if name in FINAL_ACTIVATIONS else "linear"
+
+    @property
     def logit_layers(self):
         """The layers that produce the logits (without trailing activations)."""
         return self.layers[: self.num_logit_layers]
@@ -247,9 +270,13 @@ def _walk_head(model, output, head_start):
     chain = []  # (layer, node), from the output backwards.
     tensor = output
     seen_reduction = seen_weights = False
+    merge = None  # A layer with several inputs that stopped the walk.
     while True:
         layer, node = _keras_internals.producer(tensor)
-        if layer is None or node.is_input or len(node.input_tensors) != 1:
+        if layer is None or node.is_input:
+            break
+        if len(node.input_tensors) != 1:
+            merge = layer.name
             break
         chain.append((layer, node))
         is_reduction = _is_reduction(layer, tensor)
@@ -282,12 +309,19 @@ def _walk_head(model, output, head_start):
             f"at the model's output (one of {names})",
             head_start,
         )
+    stop = (
+        f"; the walk stopped at {merge!r}, which has several inputs: a head is a "
+        "chain of single-input layers, so image features that meet other "
+        "inputs (or each other) before the pooling are not a head"
+        if merge
+        else ""
+    )
     raise invalid(
         "model",
         "a classifier with a head: a rank-4 feature map followed by pooling, "
         "Flatten or Reshape and a layer with weights (or pass `head_start`)",
         received=f"{model.name} (no classifier head found walking back from the "
-        f"output through {names})",
+        f"output through {names}{stop})",
     )
 
 

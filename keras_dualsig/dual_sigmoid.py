@@ -3,12 +3,17 @@
 import threading
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_dualsig import _head
-from keras_dualsig._errors import check_choice, check_int, invalid
+from keras_dualsig._errors import as_array, check_choice, check_int, invalid
 from keras_dualsig._label_accuracy import LabelAccuracy
-from keras_dualsig.losses import _PROB_EPSILON, ClassBalancedBinaryCrossentropy
+from keras_dualsig.losses import (
+    _PROB_EPSILON,
+    ClassBalancedBinaryCrossentropy,
+    check_labels,
+)
 
 _INITS = ("fresh", "copy")
 _CONV_TYPES = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
@@ -144,6 +149,42 @@ class DualSigmoidModel(keras.Model):
             z = layer(z, **kwargs)
         probs = keras.layers.Activation("sigmoid", dtype="float32", name="sigmoid")(z)
         return keras.Model(features, probs, name=f"{self.name}_branch")
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit`, with the labels checked before training starts.
+
+        Integer labels (B,) / (B, 1) or one-hot labels (B, C). Labels given as
+        arrays (also in `validation_data`) are checked at once, so a label
+        outside [0, C) or a fractional label is a clear error naming `y`
+        rather than a graph error mid-epoch; labels inside a tf.data pipeline
+        are checked as the loss reads them (docs of
+        `kd.ClassBalancedBinaryCrossentropy`). Switching between integer and
+        one-hot labels across `fit` calls is supported.
+        """
+        self._prepare_labels(y, "y")
+        validation = kwargs.get("validation_data")
+        if isinstance(validation, tuple | list) and len(validation) >= 2:
+            self._prepare_labels(validation[1], "validation_data")
+        return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.evaluate`, with array labels checked first (see `fit`)."""
+        self._prepare_labels(y, "y")
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def _prepare_labels(self, y, argument):
+        """Checks array labels; retraces when the label form changes."""
+        rank = _label_rank(y)
+        if rank is None:
+            return
+        if _is_array(y):
+            _check_label_array(y, self.num_classes, argument)
+        # Compiled train/test functions are traced for one label rank (TF
+        # relaxes a second rank to "unknown"): a new form needs new traces.
+        if getattr(self, "_label_rank", None) not in (None, rank):
+            self.train_function = None
+            self.test_function = None
+        self._label_rank = rank
 
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
         """Configures training of the sigmoid branch.
@@ -294,6 +335,48 @@ class _LogitsOfOutputs(threading.local):
 _LOGITS = _LogitsOfOutputs()
 
 
+def _is_array(y):
+    return isinstance(y, list | tuple) or (hasattr(y, "shape") and hasattr(y, "dtype"))
+
+
+def _label_rank(y):
+    """1 for integer labels, 2 for one-hot, None when it cannot be told."""
+    if _is_array(y):
+        shape = (
+            ops.shape(ops.convert_to_tensor(y)) if not hasattr(y, "shape") else y.shape
+        )
+        rank = len(shape)
+        return 1 if rank == 2 and shape[-1] == 1 else rank
+    spec = getattr(y, "element_spec", None)  # A tf.data dataset of labels.
+    if spec is not None and hasattr(spec, "shape"):
+        return spec.shape.rank
+    return None
+
+
+def _check_label_array(y, num_classes, argument):
+    """Integer labels (B,) / (B, 1) in [0, C) or one-hot (B, C) rows."""
+    values = as_array(y, argument)
+    if values.ndim == 2 and values.shape[-1] == num_classes:
+        if not np.issubdtype(values.dtype, np.number) or not (
+            np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1
+        ):
+            raise invalid(
+                argument,
+                f"one-hot (or soft) labels of shape (batch, {num_classes}) in [0, 1]",
+                values,
+            )
+        return
+    if values.ndim == 2 and values.shape[-1] == 1:
+        values = values[:, 0]
+    if values.ndim != 1:
+        raise invalid(
+            argument,
+            f"integer labels (batch,) or one-hot labels (batch, {num_classes})",
+            values,
+        )
+    check_labels(values, num_classes, argument)
+
+
 def _targets_for(y):
     """One set of labels serves both outputs."""
     if y is None or isinstance(y, dict):
@@ -328,6 +411,53 @@ def _branch_layer(layer, *, is_logit_layer, init, seed):
             config["kernel_initializer"] = keras.initializers.GlorotUniform(seed=seed)
             config["bias_initializer"] = "zeros"
     return layer.__class__.from_config(config)
+
+
+def _check_head(model, head):
+    """Refuses heads whose sigmoid branch would not mean what the paper means."""
+    num_classes = int(model.outputs[0].shape[-1])
+    final = head.final_activation
+    if num_classes < 2:
+        raise invalid(
+            "model",
+            "a classifier with at least 2 classes (a single-unit binary or a "
+            "one-class head has no softmax over classes to replace: rebuild it "
+            "with `Dense(2, activation='softmax')`, or explain its logit directly "
+            "with kd.cams on the plain model, branch='softmax')",
+            received=f"{model.name} with {num_classes} output unit(s)",
+        )
+    if final == "sigmoid":
+        raise invalid(
+            "model",
+            "a softmax (or logits) classifier: this head already ends in "
+            "per-class sigmoids (multi-label), so a sigmoid branch would "
+            "duplicate it; explain it directly with kd.cams on the plain model "
+            "(branch='softmax' reads its pre-sigmoid logits)",
+            received=f"{model.name} with a sigmoid output",
+        )
+    if final == "opaque":
+        raise invalid(
+            "model",
+            "a head whose last layer is a Dense/Conv layer with its activation, "
+            "or a trailing Activation/Softmax layer (the branch needs the "
+            "logits; a Lambda or custom last layer hides them, and cloning it "
+            "would give a sigmoid of probabilities)",
+            received=f"{model.name} ending in {head.layers[-1].name!r} "
+            f"({type(head.layers[-1]).__name__})",
+        )
+    lambdas = [
+        layer.name
+        for layer in head.logit_layers
+        if isinstance(layer, keras.layers.Lambda)
+    ]
+    if lambdas:
+        raise invalid(
+            "model",
+            "a head without Lambda layers (a Lambda cannot be cloned into the "
+            "branch and loaded back safely; replace it with a registered layer, "
+            "or pass `head_start` to start the head after it)",
+            received=f"{model.name} with Lambda layer(s) {lambdas} in its head",
+        )
 
 
 def dual_sigmoid(model, *, head_start=None, init="fresh", name=None, seed=None):
@@ -370,7 +500,11 @@ def dual_sigmoid(model, *, head_start=None, init="fresh", name=None, seed=None):
     Raises:
         ValueError: (Keras template) if `model` is not a keras.Model, has several
             outputs or an output that is not (B, C), is already dual, has no
-            classifier head; for an unknown `head_start` or `init`.
+            classifier head; for an unknown `head_start` or `init`. Also for
+            heads the paper's surgery does not fit (README, "What it
+            refuses"): fewer than 2 classes, a sigmoid (multi-label) output,
+            an opaque last layer (e.g. a Lambda softmax) or a Lambda inside
+            the head.
 
     Example:
     >>> dual = kd.dual_sigmoid(classifier)
@@ -388,6 +522,7 @@ def dual_sigmoid(model, *, head_start=None, init="fresh", name=None, seed=None):
             received=model.name,
         )
     trunk, softmax_head = _head.split_classifier(model, head_start=head_start)
+    _check_head(model, softmax_head)
     branch_source = softmax_head.logit_layers
     branch_layers = [
         _branch_layer(

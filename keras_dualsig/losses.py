@@ -125,30 +125,38 @@ def _one_hot_targets(y_true, num_classes):
     if _backend.is_traced(y_true):
         labels = _backend.assert_class_labels(y_true, num_classes)
     else:
-        labels = _check_labels(y_true, num_classes)
+        labels = check_labels(y_true, num_classes)
     return ops.one_hot(ops.cast(labels, "int32"), num_classes, dtype="float32")
 
 
-def _check_labels(y_true, num_classes):
-    """Integral labels in [0, num_classes), checked on their values."""
+def check_labels(y_true, num_classes, argument="y_true"):
+    """Integral labels in [0, num_classes), checked on their values.
+
+    Returns:
+        int32 tensor of the labels.
+
+    Raises:
+        ValueError: (Keras template, naming `argument`) for fractional or
+            non-numeric labels, or labels outside [0, num_classes).
+    """
     values = ops.convert_to_numpy(y_true)
     if values.dtype.kind == "f":
         fractional = values[values != np.round(values)]
         if fractional.size:
             raise invalid(
-                "y_true",
+                argument,
                 "integer class labels (floats with a fractional part are "
                 "not labels; one-hot labels need shape (batch, C))",
                 received=f"labels including {fractional[:5].tolist()}",
             )
     elif values.dtype.kind not in "iu":
-        raise invalid("y_true", "integer class labels", y_true)
+        raise invalid(argument, "integer class labels", y_true)
     # Keras casts labels to the loss dtype (float32) before `call`.
     values = values.astype(np.int64)
     bad = values[(values < 0) | (values >= num_classes)]
     if bad.size:
         raise invalid(
-            "y_true",
+            argument,
             f"class labels in [0, {num_classes})",
             received=f"labels including {bad[:5].tolist()}",
         )

@@ -84,7 +84,8 @@ class BaseCAM:
             default the head's input (`model.feature_layer`). Any layer with a
             rank-4 output (batch, height, width, channels) before the head,
             including one inside a residual block or a nested backbone (a
-            unique name or an "outer/inner" path).
+            unique name or an "outer/inner" path). channels_first maps
+            (batch, channels, height, width) are read in their layout.
 
     Raises:
         ValueError: (Keras template) if `model` is not a classifier with a
@@ -107,6 +108,13 @@ class BaseCAM:
         self.feature_layer = self.classifier.feature_layer
         self.num_classes = self.classifier.num_classes
         self._trunk = self.classifier.trunk
+        if len(self._trunk.inputs) != 1:
+            raise invalid(
+                "model",
+                "a classifier with one image input (CAMs mask, resize and "
+                "compare maps with one image batch)",
+                received=f"{model.name} with {len(self._trunk.inputs)} inputs",
+            )
         self.layer = self._resolve_layer(layer)
         self._input_spec = self._trunk.inputs[0]
         # Every variable a compiled function may read: the model's own.
@@ -194,7 +202,37 @@ class BaseCAM:
                 received=f"{layer!r} (output shape {tuple(shape)})",
             )
         self._probe = probe
+        self._channels_first = self._is_channels_first(layer, found)
         return layer
+
+    def _is_channels_first(self, name, layer):
+        """Whether the explained map is (B, c, h, w), from the layers' formats.
+
+        The head's input takes its layout from the head (its pooling or
+        convolution layers); an inner layer from its own `data_format`. When
+        the layout cannot be told and the model has channels_first layers,
+        the layer is refused rather than read in the wrong layout.
+        """
+        if name == self.feature_layer:
+            candidates = self.classifier.heads["softmax"].layers
+        else:
+            candidates = [layer]
+        formats = [getattr(c, "data_format", None) for c in candidates]
+        known = [f for f in formats if f in ("channels_first", "channels_last")]
+        if known:
+            return known[0] == "channels_first"
+        if any(
+            getattr(other, "data_format", None) == "channels_first"
+            for other in _graph.all_layers(self.model)
+        ):
+            raise invalid(
+                "layer",
+                "a layer whose layout can be told (a convolution or pooling "
+                "layer, or the head's input): this model has channels_first "
+                "layers",
+                name,
+            )
+        return False
 
     # ------------------------------------------------------------- the call
 
@@ -323,7 +361,7 @@ class BaseCAM:
 
         if not self.uses_gradients:
             _, (activations, target) = score(zeros)
-            return ops.cast(activations, "float32"), None, target
+            return self._channels_last(activations), None, target
         (activations, target), gradients = _backend.value_and_grad(score, zeros)
         if gradients is None:
             raise invalid(
@@ -332,11 +370,14 @@ class BaseCAM:
                 "floating-point inputs (no gradient reached it)",
                 self.layer,
             )
-        return (
-            ops.cast(activations, "float32"),
-            ops.cast(gradients, "float32"),
-            target,
-        )
+        return self._channels_last(activations), self._channels_last(gradients), target
+
+    def _channels_last(self, tensor):
+        """float32 (B, h, w, c), whatever the layer's layout."""
+        tensor = ops.cast(tensor, "float32")
+        if self._channels_first:
+            tensor = ops.transpose(tensor, (0, 2, 3, 1))  # (B, c, h, w) -> (B, h, w, c)
+        return tensor
 
     # ---------------------------------------------------------- validation
 

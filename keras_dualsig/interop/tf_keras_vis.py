@@ -6,8 +6,16 @@ plain classifier) into a Functional model whose output holds the chosen head's
 LOGITS, and `LogitScore` reads one class's logit from it, so tf-keras-vis's
 maps explain the sigmoid branch as in Oh & Noh, BMVC 2025 (arXiv:2511.05590).
 
-This module never imports tf_keras_vis: the scores and the modifier are plain
-callables, which tf-keras-vis accepts.
+This module never imports tf_keras_vis: the scores and the modifiers are plain
+callables, which tf-keras-vis accepts. tf-keras-vis runs on the TensorFlow
+backend only.
+
+The positive clamp: `kd.cams` rectifies the sigmoid branch's channel weights
+by default (w <- max(w, 0), the paper's method); tf-keras-vis's `Gradcam`
+does not. Pass `gradient_modifier=kd_vis.positive_weights` to `Gradcam` to
+get the clamped maps (`GradcamPlusPlus` weights are non-negative already for
+non-negative activations; `Layercam` has no channel weights; `Scorecam`
+weights are positive).
 
 Example:
 >>> from tf_keras_vis.gradcam import Gradcam
@@ -23,7 +31,7 @@ import numpy as np
 from keras import ops
 
 from keras_dualsig._classifier import BRANCHES, classifier_of
-from keras_dualsig._errors import invalid
+from keras_dualsig._errors import check_bool, invalid
 
 # Name of the identity layer on the head's input in `branch_model`; pass it as
 # tf-keras-vis's `penultimate_layer` with `seek_penultimate_conv_layer=False`.
@@ -73,6 +81,12 @@ def branch_model(model, branch="sigmoid"):
         ValueError: (Keras template) for an unknown branch, or "sigmoid" on a
             plain classifier.
     """
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            "tf-keras-vis runs on the TensorFlow backend only; this Keras uses "
+            f"the {keras.backend.backend()!r} backend. Use kd.cams, which runs "
+            "on every backend, or set KERAS_BACKEND=tensorflow."
+        )
     classifier = classifier_of(model)
     classifier.check_branch(branch)
     trunk = classifier.trunk
@@ -84,6 +98,24 @@ def branch_model(model, branch="sigmoid"):
     logits = _BranchLogits(heads, branch, name=f"kd_{branch}_logits")(features)
     # A list of inputs, as tf-keras-vis always feeds lists of seed inputs.
     return keras.Model(list(trunk.inputs), logits, name=f"{model.name}_{branch}_logits")
+
+
+def positive_weights(gradients):
+    """tf-keras-vis `gradient_modifier`: Grad-CAM with clamped channel weights.
+
+    Grad-CAM's weight of channel c is the spatial mean of its gradients;
+    zeroing the gradients of the channels whose mean is negative makes that
+    weight `max(w_c, 0)`, the rectification `kd.cams.GradCAM` applies on the
+    sigmoid branch by default (Oh & Noh, BMVC 2025).
+
+    Args:
+        gradients: float (B, h, w, c) gradients of the score.
+
+    Returns:
+        The gradients, zero for every (image, channel) with a negative mean.
+    """
+    mean = ops.mean(gradients, axis=(1, 2), keepdims=True)
+    return gradients * ops.cast(mean > 0, gradients.dtype)
 
 
 def branch_modifier(branch="sigmoid"):
@@ -123,7 +155,7 @@ class LogitScore:
         if values.dtype == bool or not np.issubdtype(values.dtype, np.integer):
             raise invalid("class_index", "an int or an array of ints", class_index)
         self.class_index = values.astype("int32").reshape(-1)
-        self.from_softmax = bool(from_softmax)
+        self.from_softmax = check_bool(from_softmax, "from_softmax")
         self.name = "LogitScore"
 
     def __call__(self, output):

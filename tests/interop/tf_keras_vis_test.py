@@ -148,3 +148,23 @@ def test_import_does_not_need_tf_keras_vis():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+def test_positive_weights_modifier_gives_the_clamped_maps(setup):
+    # Before: the tf-keras-vis route gave unclamped sigmoid-branch maps, the
+    # package's default clamps, and nothing offered the clamp there.
+    _, dual, images, class_index = setup
+    theirs = Gradcam(kd_vis.branch_model(dual))(
+        kd_vis.LogitScore(class_index),
+        images,
+        expand_cam=False,
+        gradient_modifier=kd_vis.positive_weights,
+        **AT_FEATURES,
+    )
+    ours = cams.GradCAM(dual)(images, class_index, resize=False)  # Clamped.
+    np.testing.assert_allclose(_rescaled(theirs), ours, atol=ATOL)
+
+
+def test_from_softmax_must_be_a_bool():
+    with pytest.raises(ValueError, match="argument `from_softmax`.*'no'"):
+        kd_vis.LogitScore([0], from_softmax="no")
