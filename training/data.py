@@ -20,7 +20,8 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_dualsig as kd  # noqa: E402
-from keras_dualsig._errors import invalid  # noqa: E402
+from keras_dualsig._errors import check_int, check_positive_int, invalid  # noqa: E402
+from training import models  # noqa: E402
 
 # Split sizes of the embedded dataset ("full" keeps the library's defaults).
 EMBEDDED_SIZES = {
@@ -95,6 +96,26 @@ class DatasetsOverride:
     test: tf.data.Dataset | None = None
     name: str = "custom"
 
+    def __post_init__(self):
+        check_int(self.num_classes, "datasets_override.num_classes", minimum=2)
+        check_positive_int(self.image_size, "datasets_override.image_size")
+        for split in ("train", "validation"):
+            dataset = getattr(self, split)
+            if dataset is not None and not _is_supervised(dataset):
+                raise invalid(
+                    f"datasets_override.{split}",
+                    "None or a tf.data.Dataset of unbatched (image (H, W, 3), "
+                    "label ()) elements",
+                    _spec_of(dataset),
+                )
+        if self.test is not None and not _is_test(self.test):
+            raise invalid(
+                "datasets_override.test",
+                'None or a tf.data.Dataset of unbatched dicts with "image" '
+                '(H, W, 3) and "label" () as load_wsol yields them',
+                _spec_of(self.test),
+            )
+
     @classmethod
     def of(cls, value):
         """A `DatasetsOverride` from None, an instance or a dict of its fields.
@@ -114,8 +135,56 @@ class DatasetsOverride:
         return cls(**value)
 
     def split(self, name):
-        """The elements of a split ("train", "val", "test"); None if absent."""
-        return {"train": self.train, "val": self.validation, "test": self.test}[name]
+        """The elements of a split ("train", "val", "test").
+
+        Returns:
+            The dataset; None for an absent "val" (validation is optional).
+
+        Raises:
+            ValueError: (Keras template) when "train" or "test" is absent.
+        """
+        field = {"train": "train", "val": "validation", "test": "test"}[name]
+        dataset = getattr(self, field)
+        if dataset is None and name != "val":
+            raise invalid(
+                f"datasets_override.{field}",
+                f"a tf.data.Dataset (this script reads the {name} split)",
+                None,
+            )
+        return dataset
+
+
+def _spec_of(dataset):
+    if not isinstance(dataset, tf.data.Dataset):
+        return dataset
+    return f"<tf.data.Dataset element_spec={dataset.element_spec}>"
+
+
+def _rank(spec, rank):
+    return isinstance(spec, tf.TensorSpec) and spec.shape.rank == rank
+
+
+def _is_supervised(dataset):
+    if not isinstance(dataset, tf.data.Dataset):
+        return False
+    spec = dataset.element_spec
+    return (
+        isinstance(spec, tuple)
+        and len(spec) == 2
+        and _rank(spec[0], 3)
+        and _rank(spec[1], 0)
+    )
+
+
+def _is_test(dataset):
+    if not isinstance(dataset, tf.data.Dataset):
+        return False
+    spec = dataset.element_spec
+    return (
+        isinstance(spec, dict)
+        and _rank(spec.get("image"), 3)
+        and _rank(spec.get("label"), 0)
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,6 +285,37 @@ def _cardinality(dataset):
     return count
 
 
+def check_flags(flags):
+    """Refuses dataset flags that the chosen --dataset would silently ignore.
+
+    Raises:
+        ValueError: (Keras template) for --metadata_root or a class count
+            other than 10 with the embedded dataset, or --embedded_size=small
+            with another dataset.
+    """
+    if flags.dataset == "cluttered_mnist":
+        if flags.metadata_root:
+            raise invalid(
+                "metadata_root",
+                "None with --dataset=cluttered_mnist (the embedded dataset "
+                "writes its own metadata; --data_root is its folder)",
+                flags.metadata_root,
+            )
+        if flags.num_classes not in (None, 10):
+            raise invalid(
+                "num_classes",
+                "None or 10 with --dataset=cluttered_mnist (ten digits)",
+                flags.num_classes,
+            )
+    elif flags.embedded_size != "full":
+        raise invalid(
+            "embedded_size",
+            '"full" unless --dataset=cluttered_mnist (it sizes the embedded '
+            f"dataset only; --dataset={flags.dataset})",
+            flags.embedded_size,
+        )
+
+
 def resolve(flags, datasets_override=None, *, arch=None, image_size=None):
     """The `DataSource` of the dataset flags, or of an override.
 
@@ -231,7 +331,8 @@ def resolve(flags, datasets_override=None, *, arch=None, image_size=None):
         The `DataSource`.
 
     Raises:
-        ValueError: (Keras template) for missing roots or class count.
+        ValueError: (Keras template) for missing roots or class count, or
+            an override that does not follow the `DatasetsOverride` schema.
     """
     override = DatasetsOverride.of(datasets_override)
     if override is not None:
@@ -257,14 +358,21 @@ def resolve(flags, datasets_override=None, *, arch=None, image_size=None):
             class_names=tuple(info.class_names),
             arch=arch,
         )
-    if not flags.data_root or not flags.metadata_root:
-        raise ValueError(
-            f"--dataset={flags.dataset} needs --data_root and --metadata_root "
-            "(the wsolevaluation layout: dataset/<NAME> and metadata/<NAME>)."
-        )
+    for name in ("data_root", "metadata_root"):
+        if not getattr(flags, name):
+            raise invalid(
+                name,
+                f"a folder for --dataset={flags.dataset} (the wsolevaluation "
+                "layout: dataset/<NAME> and metadata/<NAME>)",
+                getattr(flags, name),
+            )
     num_classes = flags.num_classes or kd.datasets.WSOL_DATASETS.get(flags.dataset)
     if not num_classes:
-        raise ValueError(f"--dataset={flags.dataset} needs --num_classes.")
+        raise invalid(
+            "num_classes",
+            f"the number of classes of --dataset={flags.dataset}",
+            flags.num_classes,
+        )
     masks = kd.datasets.WSOL_LOCALIZATION.get(flags.dataset) == "masks"
     return DataSource(
         name=flags.dataset,
@@ -275,6 +383,40 @@ def resolve(flags, datasets_override=None, *, arch=None, image_size=None):
         mask_root=flags.data_root if masks else None,
         arch=arch,
     )
+
+
+def resolve_for(model, model_path, info, flags, datasets_override, argument):
+    """The `DataSource` a trained model reads: its preprocessing and input size.
+
+    Args:
+        model: the loaded model.
+        model_path: its file.
+        info: its `model_info.json` (see `models.read_model_info`).
+        flags: namespace with the dataset flags.
+        datasets_override: None, a `DatasetsOverride` or a dict of its fields.
+        argument: the flag naming the model, for messages.
+
+    Returns:
+        The `DataSource`.
+
+    Raises:
+        ValueError: (Keras template) when --image_size (or the override's)
+            differs from the model's input size, or the dataset's class count
+            from the model's.
+    """
+    size = models.input_size(model, model_path, flags.image_size)
+    source = resolve(
+        flags,
+        datasets_override,
+        arch=info["arch"],
+        image_size=size or info.get("image_size"),
+    )
+    if source.override is not None:
+        models.input_size(
+            model, model_path, source.image_size, "datasets_override.image_size"
+        )
+    models.check_classes(model, model_path, source.num_classes, argument)
+    return source
 
 
 def epoch_seed(flags, epoch):
@@ -293,14 +435,16 @@ def steps_per_epoch(source, flags):
     """Full batches per training epoch (the last partial batch is dropped).
 
     Raises:
-        ValueError: when --batch_size exceeds the training split.
+        ValueError: (Keras template) when --batch_size exceeds the training
+            split.
     """
     count = source.count("train", flags.max_images)
     steps = count // flags.batch_size
     if steps == 0:
-        raise ValueError(
-            f"--batch_size={flags.batch_size} exceeds the training split's size "
-            f"({count} images)."
+        raise invalid(
+            "batch_size",
+            f"at most the training split's size ({count} images)",
+            flags.batch_size,
         )
     return steps
 

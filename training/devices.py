@@ -14,8 +14,31 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import logging  # noqa: E402
 
+from keras_dualsig._errors import check_positive_int, invalid  # noqa: E402
 from training import private_keras  # noqa: E402
 from training.flags import STRATEGIES  # noqa: E402
+
+
+def check_flags(flags):
+    """Refuses device flags that the chosen --strategy would silently ignore.
+
+    Raises:
+        ValueError: (Keras template) for --num_cpu_devices > 1 without
+            --strategy=mirrored, or --tpu without --strategy=tpu.
+    """
+    if flags.num_cpu_devices > 1 and flags.strategy != "mirrored":
+        raise invalid(
+            "num_cpu_devices",
+            "1 unless --strategy=mirrored (only MirroredStrategy uses the "
+            f"logical CPU devices; --strategy={flags.strategy})",
+            flags.num_cpu_devices,
+        )
+    if flags.tpu and flags.strategy != "tpu":
+        raise invalid(
+            "tpu",
+            f"'' unless --strategy=tpu (--strategy={flags.strategy})",
+            flags.tpu,
+        )
 
 
 def setup(flags):
@@ -52,11 +75,7 @@ def setup(flags):
 
 def _split_cpu(num_devices):
     """Splits the CPU into `num_devices` logical devices (for MirroredStrategy)."""
-    if not isinstance(num_devices, int) or num_devices < 1:
-        raise ValueError(
-            "Invalid value received for argument `num_cpu_devices`. Expected an "
-            f"int >= 1. Received: num_cpu_devices={num_devices!r}"
-        )
+    check_positive_int(num_devices, "num_cpu_devices")
     if num_devices == 1:
         return
     cpus = tf.config.list_physical_devices("CPU")
@@ -108,10 +127,7 @@ def make_strategy(flags):
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
-    raise ValueError(
-        f"Invalid value received for argument `strategy`. Expected one of "
-        f"{STRATEGIES}. Received: strategy={name!r}"
-    )
+    raise invalid("strategy", f"one of {STRATEGIES}", name)
 
 
 def is_chief(strategy):

@@ -23,6 +23,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, logging  # noqa: E402
 
 import keras_dualsig as kd  # noqa: E402
+from keras_dualsig._errors import invalid  # noqa: E402
 from training import data, devices, files, models  # noqa: E402
 from training import flags as flags_lib  # noqa: E402
 from training.flags import flag  # noqa: E402
@@ -44,18 +45,31 @@ LOWER_IS_BETTER = {"Average Drop"}
 
 SPEC = [
     *flags_lib.COMMON,
-    flag("model", None, "Path of the dual-sigmoid model (.keras)."),
+    flag("model", None, "Path of the dual-sigmoid model (.keras).", path=True),
     flag("output_dir", "runs/eval", "Where results, report and figures go."),
     flag("methods", DEFAULT_METHODS, "CAM variants (names of kd.cams.get)."),
-    flag("scorecam_channels", 32, "Channels Score-CAM scores (most varying)."),
+    flag(
+        "scorecam_channels",
+        32,
+        "Channels Score-CAM scores (most varying).",
+        minimum=1,
+    ),
     flag(
         "confidence",
         "softmax",
         "Fidelity confidence.",
         choices=("softmax", "sigmoid_softmax"),
     ),
-    flag("num_figure_images", 8, "Test images shown in the figures."),
+    flag(
+        "num_figure_images",
+        8,
+        "Test images shown in the figures (0: no figures).",
+        minimum=0,
+    ),
 ]
+# Shared flags evaluate does not use: it runs on one device, compiles nothing
+# and writes to --output_dir. Other values than the defaults are refused.
+UNUSED_FLAGS = ("model_dir", "jit_compile", "strategy", "num_cpu_devices", "tpu")
 REPORT_FILE = "report.md"
 RESULTS_FILE = "results.json"
 FIGURES_DIR = "figures"
@@ -112,6 +126,9 @@ class _Figures:
         self.maps.setdefault(method, {}).setdefault(branch, []).extend(maps[:n])
 
     def save(self, directory, loc_threshold):
+        """Writes `<directory>/<method>.png`; returns their paths (none if no image)."""
+        if not self.images:
+            return []
         os.makedirs(directory, exist_ok=True)
         paths = []
         has_boxes = all(b is not None for b in self.gt_boxes)
@@ -154,11 +171,13 @@ def run(flags, datasets_override=None):
         dict: "dataset", "num_images", "top1_cls" ({branch: percent}),
         "methods" ({method: {branch: {metric: percent}}}).
     """
-    if not flags.model:
-        raise ValueError("--model is required (the stage-2 dual_sigmoid.keras).")
+    check_flags(flags)
+    info = models.read_model_info(flags.model, "model")
     devices.setup(flags)
-    model = keras.models.load_model(flags.model)
-    source = _data_source(flags, datasets_override)
+    model = models.load_dual(flags.model)
+    source = data.resolve_for(
+        model, flags.model, info, flags, datasets_override, "model"
+    )
     figures = _Figures(flags.num_figure_images)
     scores = evaluate_batches(
         model,
@@ -172,15 +191,45 @@ def run(flags, datasets_override=None):
     return results
 
 
-def _data_source(flags, datasets_override):
-    """The test data, read as the model reads images (its model_info.json)."""
-    info = models.read_model_info(flags.model)
-    return data.resolve(
-        flags,
-        datasets_override,
-        arch=info.get("arch"),
-        image_size=info.get("image_size"),
-    )
+def check_methods(methods):
+    """Refuses an empty --methods, unknown CAM names and repeated ones.
+
+    Raises:
+        ValueError: (Keras template) naming `methods`.
+    """
+    names = list(methods)
+    unknown = [m for m in names if m not in kd.cams.NAMES]
+    if not names or unknown or len(set(names)) != len(names):
+        raise invalid(
+            "methods",
+            "a non-empty list of distinct CAM names among " + ", ".join(kd.cams.NAMES),
+            methods,
+        )
+
+
+def check_flags(flags):
+    """Validates every flag at start (types, ranges, combinations).
+
+    Raises:
+        ValueError: (Keras template) naming the flag, its value and what is
+            accepted.
+    """
+    flags_lib.validate(flags, SPEC)
+    if not flags.model:
+        raise invalid(
+            "model", "the path of the stage-2 dual_sigmoid.keras", flags.model
+        )
+    check_methods(flags.methods)
+    defaults = {item.name: item.default for item in SPEC}
+    for name in UNUSED_FLAGS:
+        if getattr(flags, name) != defaults[name]:
+            raise invalid(
+                name,
+                f"its default {defaults[name]!r}: evaluate does not use it (it "
+                "runs on one device and writes to --output_dir)",
+                getattr(flags, name),
+            )
+    data.check_flags(flags)
 
 
 def test_batches(source, flags):

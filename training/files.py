@@ -1,7 +1,9 @@
 """The JSON files a run writes (history.json, model_info.json, checkpoint states).
 
-Every file is written atomically (a temporary file renamed into place), so a
-run killed at any moment leaves either the old file or the new one.
+Every file is written atomically (a temporary file, flushed to disk, renamed
+into place), so a run killed at any moment leaves either the old file or the
+new one; `read_json` names a file that is truncated all the same (a copy cut
+short, a full disk).
 """
 
 import json
@@ -15,7 +17,25 @@ def write_json(path, payload):
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path + ".tmp", "w") as f:
         json.dump(payload, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(path + ".tmp", path)
+
+
+def read_json(path):
+    """The JSON value stored in `path`.
+
+    Raises:
+        ValueError: naming the file when it is truncated or not JSON.
+    """
+    with open(path) as f:
+        text = f.read()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{path} is truncated or not JSON ({len(text)} bytes; {err})"
+        ) from err
 
 
 def write_history(model_dir, history):

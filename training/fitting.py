@@ -11,7 +11,7 @@ import tensorflow as tf  # noqa: E402
 from training import checkpoints, private_keras  # noqa: E402
 
 
-def fit(model, flags, train, steps, validation, first_epoch, history, chief):
+def fit(model, flags, train, steps, validation, first_epoch, history, chief, record):
     """`model.fit` with checkpoints, TensorBoard and a progress bar.
 
     Call it inside the strategy's scope.
@@ -25,12 +25,14 @@ def fit(model, flags, train, steps, validation, first_epoch, history, chief):
         first_epoch: finished epochs (of a restored checkpoint).
         history: the restored history ({} for a new run).
         chief: whether this process keeps checkpoints and logs.
+        record: {"script", "flags"} stored with every checkpoint (see
+            `checkpoints.record`).
 
     Returns:
         The history of all epochs, restored ones included (with
         "epoch_seconds", see `checkpoints.Checkpoint`).
     """
-    checkpoint = checkpoints.Checkpoint(flags.model_dir, history, chief)
+    checkpoint = checkpoints.Checkpoint(flags.model_dir, history, chief, record)
     if train is None or first_epoch >= flags.epochs:
         return checkpoint.history
     callbacks = [checkpoint]

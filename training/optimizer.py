@@ -9,21 +9,51 @@ import keras
 from training.flags import flag
 
 FLAGS = [
-    flag("learning_rate", 0.01, "Initial learning rate."),
-    flag("momentum", 0.9, "Nesterov momentum."),
-    flag("weight_decay", 1e-4, "Weight decay (0 disables)."),
+    flag("learning_rate", 0.01, "Initial learning rate.", minimum=0, open_minimum=True),
     flag(
-        "decay_every", 0, "Multiply the learning rate by --decay_factor every N epochs."
+        "momentum",
+        0.9,
+        "Nesterov momentum.",
+        minimum=0,
+        maximum=1,
+        open_maximum=True,
     ),
-    flag("decay_factor", 0.1, "Step decay factor."),
+    flag("weight_decay", 1e-4, "Weight decay (0 disables).", minimum=0),
+    flag(
+        "decay_every",
+        0,
+        "Multiply the learning rate by --decay_factor every N epochs (0: never).",
+        minimum=0,
+    ),
+    flag(
+        "decay_factor",
+        0.1,
+        "Step decay factor.",
+        minimum=0,
+        maximum=1,
+        open_minimum=True,
+    ),
 ]
+
+
+def _decay_epochs(decay_every, epochs):
+    return list(range(decay_every, epochs, decay_every)) if decay_every else []
 
 
 def decay_epochs(flags):
     """The epochs after which the learning rate drops (before --epochs ends)."""
-    if not flags.decay_every:
-        return []
-    return list(range(flags.decay_every, flags.epochs, flags.decay_every))
+    return _decay_epochs(flags.decay_every, flags.epochs)
+
+
+def schedule_changed(saved, new):
+    """Whether two runs' flags (name -> value) decay the learning rate elsewhere.
+
+    The `compared` test of --epochs: more epochs resume the same run unless
+    they add a learning-rate drop that the checkpoint's schedule lacks.
+    """
+    return _decay_epochs(saved.get("decay_every", 0), saved["epochs"]) != (
+        _decay_epochs(new.get("decay_every", 0), new["epochs"])
+    )
 
 
 def learning_rate(flags, steps_per_epoch):

@@ -18,7 +18,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from absl import app, logging  # noqa: E402
 
-from training import evaluate, train_classifier, train_sigmoid  # noqa: E402
+from training import checkpoints, evaluate, train_classifier, train_sigmoid  # noqa: E402
 from training import flags as flags_lib  # noqa: E402
 from training.flags import flag  # noqa: E402
 
@@ -26,10 +26,11 @@ SPEC = [
     flag("output_dir", "runs/quickstart", "Where everything is written."),
     flag("data_root", None, "Dataset cache folder (default under ~/.keras)."),
     flag("small", False, "A reduced run for tests: 1000/100/200 images, same epochs."),
-    flag("seed", 0, "Random seed."),
-    flag("classifier_epochs", 8, "Stage-1 epochs."),
-    flag("sigmoid_epochs", 5, "Stage-2 epochs."),
+    flag("seed", 0, "Random seed.", minimum=0, maximum=flags_lib.MAX_SEED),
+    flag("classifier_epochs", 8, "Stage-1 epochs.", minimum=1),
+    flag("sigmoid_epochs", 5, "Stage-2 epochs.", minimum=1),
     flag("methods", evaluate.DEFAULT_METHODS, "CAM variants to evaluate."),
+    *checkpoints.FLAGS,
 ]
 
 
@@ -45,6 +46,8 @@ def run(flags, datasets_override=None):
         datasets_override: optional `data.DatasetsOverride` (or a dict of its
             fields) passed on to every stage instead of the embedded dataset.
     """
+    flags_lib.validate(flags, SPEC)
+    evaluate.check_methods(flags.methods)
     start = time.time()
     out = flags.output_dir
     data = {
@@ -54,11 +57,13 @@ def run(flags, datasets_override=None):
         "seed": flags.seed,
         "batch_size": 64,
     }
+    resume = {"allow_flag_changes": flags.allow_flag_changes}
     logging.info("Stage 1/3: classifier")
     classifier = train_classifier.run(
         flags_lib.config(
             train_classifier.SPEC,
             **data,
+            **resume,
             model_dir=os.path.join(out, "classifier"),
             epochs=flags.classifier_epochs,
             learning_rate=0.05,
@@ -76,6 +81,7 @@ def run(flags, datasets_override=None):
             train_sigmoid.SPEC,
             **data,
             classifier=classifier["model_path"],
+            **resume,
             model_dir=os.path.join(out, "sigmoid"),
             epochs=flags.sigmoid_epochs,
             learning_rate=0.05,

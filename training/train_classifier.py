@@ -18,6 +18,7 @@ import keras  # noqa: E402
 from absl import app, logging  # noqa: E402
 
 import keras_dualsig as kd  # noqa: E402
+from keras_dualsig._errors import invalid  # noqa: E402
 from training import (  # noqa: E402
     checkpoints,
     data,
@@ -30,14 +31,29 @@ from training import (  # noqa: E402
 from training import flags as flags_lib  # noqa: E402
 from training.flags import flag  # noqa: E402
 
+SCRIPT = "train_classifier"
 SPEC = [
     *flags_lib.COMMON,
     *optimizer.FLAGS,
+    *checkpoints.FLAGS,
     flag("arch", "small_cnn", "small_cnn or a keras.applications name."),
     flag("pretrained", False, "Start from ImageNet weights (downloads them)."),
-    flag("epochs", 6, "Training epochs."),
+    flag(
+        "epochs",
+        6,
+        "Training epochs.",
+        minimum=1,
+        compared=optimizer.schedule_changed,
+    ),
     flag("augment", True, "Random resized crop and flip."),
-    flag("dropout", 0.3, "Dropout before the classifier."),
+    flag(
+        "dropout",
+        0.3,
+        "Dropout before the classifier.",
+        minimum=0,
+        maximum=1,
+        open_maximum=True,
+    ),
 ]
 CLASSIFIER_FILE = "classifier.keras"
 
@@ -52,10 +68,10 @@ def build_classifier(arch, num_classes, image_size, pretrained=False, dropout=0.
         return kd.small_cnn(num_classes, (image_size, image_size, 3), dropout=dropout)
     constructor = getattr(keras.applications, arch, None)
     if constructor is None:
-        raise ValueError(
-            f"Invalid value received for argument `arch`. Expected 'small_cnn' or "
-            f"a keras.applications model name such as 'ResNet50'. Received: "
-            f"arch={arch!r}"
+        raise invalid(
+            "arch",
+            "'small_cnn' or a keras.applications model name such as 'ResNet50'",
+            arch,
         )
     try:
         backbone = constructor(
@@ -92,11 +108,14 @@ def run(flags, datasets_override=None):
         dict: "val_accuracy" (last epoch, NaN without validation), "history"
         (per-epoch logs of all epochs, with "epoch_seconds"), "model_path".
     """
+    check_flags(flags)
     strategy = devices.setup(flags)
     chief = devices.is_chief(strategy)
     source = data.resolve(flags, datasets_override, arch=flags.arch)
     with strategy.scope():
-        restored = checkpoints.restore(flags.model_dir, strategy)
+        restored = checkpoints.resume(flags, SPEC, SCRIPT, strategy)
+        if restored:
+            _check_fits(restored.model, source, flags)
         model, first_epoch, history = restored or (_build(flags, source), 0, {})
         train, steps = _training_batches(source, flags, first_epoch)
         if not restored:
@@ -110,7 +129,15 @@ def run(flags, datasets_override=None):
         )
         validation = data.validation_batches(source, flags)
         history = fitting.fit(
-            model, flags, train, steps, validation, first_epoch, history, chief
+            model,
+            flags,
+            train,
+            steps,
+            validation,
+            first_epoch,
+            history,
+            chief,
+            checkpoints.record(flags, SPEC, SCRIPT),
         )
         path = os.path.join(flags.model_dir, CLASSIFIER_FILE)
         checkpoints.save_model(model, path, chief)
@@ -119,6 +146,32 @@ def run(flags, datasets_override=None):
         logging.info("Saved %s", path)
     accuracy = history.get("val_sparse_categorical_accuracy", [float("nan")])[-1]
     return {"val_accuracy": accuracy, "history": history, "model_path": path}
+
+
+def check_flags(flags):
+    """Validates every flag at start (types, ranges, combinations).
+
+    Raises:
+        ValueError: (Keras template) naming the flag, its value and what is
+            accepted.
+    """
+    flags_lib.validate(flags, SPEC)
+    devices.check_flags(flags)
+    data.check_flags(flags)
+    if flags.arch == "small_cnn" and flags.pretrained:
+        raise invalid(
+            "pretrained",
+            "False with --arch=small_cnn (ImageNet weights exist only for "
+            "keras.applications models)",
+            flags.pretrained,
+        )
+    data.preprocess_for(flags.arch)  # An unknown architecture fails here.
+
+
+def _check_fits(model, source, flags):
+    """Refuses a checkpoint whose model cannot read this run's data."""
+    models.input_size(model, flags.model_dir, source.image_size)
+    models.check_classes(model, flags.model_dir, source.num_classes, "num_classes")
 
 
 def _build(flags, source):
@@ -159,7 +212,7 @@ def _write_outputs(flags, source, history):
         arch=flags.arch,
         image_size=source.image_size,
         num_classes=source.num_classes,
-        dataset=getattr(flags, "dataset", None),
+        dataset=source.name,
     )
     files.write_history(flags.model_dir, history)
 

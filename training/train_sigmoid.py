@@ -25,6 +25,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, logging  # noqa: E402
 
 import keras_dualsig as kd  # noqa: E402
+from keras_dualsig._errors import invalid  # noqa: E402
 from training import (  # noqa: E402
     checkpoints,
     data,
@@ -37,15 +38,23 @@ from training import (  # noqa: E402
 from training import flags as flags_lib  # noqa: E402
 from training.flags import flag  # noqa: E402
 
+SCRIPT = "train_sigmoid"
 SPEC = [
     *flags_lib.COMMON,
     *optimizer.FLAGS,
-    flag("classifier", None, "Path of the trained classifier (.keras)."),
-    flag("epochs", 3, "Training epochs."),
+    *checkpoints.FLAGS,
+    flag("classifier", None, "Path of the trained classifier (.keras).", path=True),
+    flag(
+        "epochs",
+        3,
+        "Training epochs.",
+        minimum=1,
+        compared=optimizer.schedule_changed,
+    ),
     flag("init", "fresh", "Branch initialisation.", choices=("fresh", "copy")),
     flag("augment", True, "Random resized crop and flip (not with caching)."),
     flag("cache_features", False, "Train the branch on cached trunk features."),
-    flag("shuffle_buffer", 4096, "Shuffle buffer without augmentation."),
+    flag("shuffle_buffer", 4096, "Shuffle buffer without augmentation.", minimum=1),
 ]
 DUAL_FILE = "dual_sigmoid.keras"
 
@@ -70,28 +79,20 @@ def run(flags, datasets_override=None):
         "model_path", "model" (the trained DualSigmoidModel), "feature_seconds"
         (time of the feature extraction with --cache_features, else 0).
     """
-    if not flags.classifier:
-        raise ValueError(
-            "Invalid value received for argument `classifier`. Expected the path "
-            "of the stage-1 .keras file. Received: classifier=None"
-        )
+    check_flags(flags)
+    info = models.read_model_info(flags.classifier, "classifier")
     strategy = devices.setup(flags)
     chief = devices.is_chief(strategy)
-    info = models.read_model_info(flags.classifier)
-    source = data.resolve(
-        flags,
-        datasets_override,
-        arch=info.get("arch"),
-        image_size=info.get("image_size"),
-    )
-    steps = data.steps_per_epoch(source, flags)
     if flags.cache_features and flags.augment:
         logging.info("--cache_features: augmentation off (features are computed once).")
     with strategy.scope():
-        dual = _attach_branch(flags, source)
-        trained, first_epoch, history = _restore_or_compile(
-            dual, flags, steps, strategy
+        classifier = models.load_classifier(flags.classifier)
+        source = data.resolve_for(
+            classifier, flags.classifier, info, flags, datasets_override, "classifier"
         )
+        steps = data.steps_per_epoch(source, flags)
+        dual = kd.dual_sigmoid(classifier, init=flags.init, seed=flags.seed)
+        trained, first_epoch, history = _resume_or_compile(dual, flags, steps, strategy)
     train, validation, feature_seconds = _training_data(
         dual, source, flags, first_epoch, steps, chief
     )
@@ -105,7 +106,15 @@ def run(flags, datasets_override=None):
     )
     with strategy.scope():
         history = fitting.fit(
-            trained, flags, train, steps, validation, first_epoch, history, chief
+            trained,
+            flags,
+            train,
+            steps,
+            validation,
+            first_epoch,
+            history,
+            chief,
+            checkpoints.record(flags, SPEC, SCRIPT),
         )
         if flags.cache_features:
             _copy_branch(trained, dual)
@@ -124,33 +133,39 @@ def run(flags, datasets_override=None):
     }
 
 
-def _attach_branch(flags, source):
-    """Loads the classifier and attaches a fresh sigmoid branch."""
-    classifier = keras.models.load_model(flags.classifier)
-    if classifier.output.shape[-1] != source.num_classes:
-        raise ValueError(
-            f"The classifier {flags.classifier} has "
-            f"{classifier.output.shape[-1]} classes, the dataset "
-            f"{source.num_classes}."
+def check_flags(flags):
+    """Validates every flag at start (types, ranges, combinations).
+
+    Raises:
+        ValueError: (Keras template) naming the flag, its value and what is
+            accepted.
+    """
+    flags_lib.validate(flags, SPEC)
+    if not flags.classifier:
+        raise invalid(
+            "classifier", "the path of the stage-1 .keras file", flags.classifier
         )
-    return kd.dual_sigmoid(classifier, init=flags.init, seed=flags.seed)
+    devices.check_flags(flags)
+    data.check_flags(flags)
 
 
-def _restore_or_compile(dual, flags, steps, strategy):
+def _resume_or_compile(dual, flags, steps, strategy):
     """(model to train, finished epochs, history): the checkpoint's, or new.
 
     With --cache_features the model trained is the branch alone (features ->
     sigmoid probabilities); otherwise the whole dual model.
     """
-    restored = checkpoints.restore(flags.model_dir, strategy)
+    restored = checkpoints.resume(flags, SPEC, SCRIPT, strategy)
     if restored:
         trained, first_epoch, history = restored
         if isinstance(trained, kd.DualSigmoidModel) == flags.cache_features:
-            raise ValueError(
-                f"The checkpoint in {flags.model_dir} was written "
-                f"{'without' if flags.cache_features else 'with'} "
-                "--cache_features; resume with the same flags or use another "
-                "--model_dir."
+            written = "without" if flags.cache_features else "with"
+            raise invalid(
+                "cache_features",
+                f"{not flags.cache_features}: the checkpoint in {flags.model_dir} "
+                f"was written {written} --cache_features (or use another "
+                "--model_dir)",
+                flags.cache_features,
             )
         return trained, first_epoch, history
     if flags.cache_features:

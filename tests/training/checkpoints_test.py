@@ -52,11 +52,20 @@ def test_checkpoint_state_always_names_a_complete_model(tmp_path):
     # state names; the state still points at epoch 1.
     (directory / "epoch-0002.keras").write_bytes(b"partial")
     restored = checkpoints.restore(str(tmp_path))
-    assert restored[1] == 1
+    assert restored.epoch == 1
     checkpoints.save_checkpoint(model, str(directory), 2, {})
-    assert sorted(os.listdir(directory)) == ["epoch-0002.keras", "state.json"]
+    # The last two checkpoints stay (see reliability_test.py for the fallback).
+    checkpoints.save_checkpoint(model, str(directory), 3, {})
+    assert sorted(os.listdir(directory)) == [
+        "epoch-0002.keras",
+        "epoch-0003.keras",
+        "state.json",
+        "state.previous.json",
+    ]
     state = json.loads((directory / "state.json").read_text())
-    assert (state["epoch"], state["model"]) == (2, "epoch-0002.keras")
+    assert (state["epoch"], state["model"]) == (3, "epoch-0003.keras")
+    previous = json.loads((directory / "state.previous.json").read_text())
+    assert (previous["epoch"], previous["model"]) == (2, "epoch-0002.keras")
     assert checkpoints.restore(str(tmp_path / "elsewhere")) is None
 
 

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers.errors import raises_invalid
 
 import keras_dualsig as kd
 from training import data, train_classifier
@@ -97,7 +98,7 @@ def test_max_images_keeps_one_subset_for_all_epochs(source):
 def test_epoch_datasets_when_no_epoch_is_left(source):
     info, resolved = source
     assert data.epoch_datasets(resolved, _flags(info), first_epoch=3) == (None, 6)
-    with pytest.raises(ValueError, match="batch_size=64 exceeds"):
+    with raises_invalid("batch_size", "at most the training split's size (48 images)"):
         data.epoch_datasets(resolved, _flags(info, batch_size=64), 0)
 
 

@@ -195,7 +195,9 @@ def test_multi_worker_resumes_and_only_the_chief_writes(setup, tmp_path):
         "model_info.json",
     ]
     assert sorted(os.listdir(model_dir / "checkpoint")) == [
+        f"epoch-{EPOCHS - 1:04d}.keras",
         f"epoch-{EPOCHS:04d}.keras",
         "state.json",
+        "state.previous.json",
     ]
     _assert_same_training(model_dir, references[False])

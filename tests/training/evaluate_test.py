@@ -6,6 +6,7 @@ import os
 import keras
 import numpy as np
 import pytest
+from helpers.errors import raises_invalid
 
 import keras_dualsig as kd
 from training import evaluate, models
@@ -117,5 +118,5 @@ def test_format_report_by_hand():
 
 
 def test_missing_model_flag(tmp_path):
-    with pytest.raises(ValueError, match="--model"):
+    with raises_invalid("model", "dual_sigmoid.keras"):
         evaluate.run(flags_lib.config(evaluate.SPEC, output_dir=str(tmp_path)))

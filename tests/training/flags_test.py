@@ -1,7 +1,7 @@
 """Tests of training/flags.py: specs, namespaces, absl definitions."""
 
-import pytest
 from absl import flags as absl_flags
+from helpers.errors import raises_invalid
 
 from training import flags as flags_lib
 from training import train_sigmoid
@@ -22,7 +22,7 @@ def test_config_and_from_absl():
     flags = flags_lib.config(train_sigmoid.SPEC, epochs=7)
     assert flags.epochs == 7 and flags.batch_size == 32
     assert {item.name for item in train_sigmoid.SPEC} == set(vars(flags))
-    with pytest.raises(ValueError, match="Unknown flags"):
+    with raises_invalid("flags", "unknown flags ['epoch']"):
         flags_lib.config(train_sigmoid.SPEC, epoch=3)
     spec = [flag("flags_test_size", 3, "A test flag.")]
     flags_lib.define(spec)

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers.errors import raises_invalid
 
 from training import data as data_lib
 from training import flags as flags_lib
@@ -97,9 +98,9 @@ def test_bad_arguments(data, tmp_path):
     flags = flags_lib.config(
         train_classifier.SPEC, **{**data, "batch_size": 128}, model_dir=str(tmp_path)
     )
-    with pytest.raises(ValueError, match="batch_size=128 exceeds"):
+    with raises_invalid("batch_size", "(64 images)"):
         train_classifier.run(flags)
-    with pytest.raises(ValueError, match="needs --num_classes"):
+    with raises_invalid("num_classes", "--dataset=custom"):
         data_lib.resolve(
             flags_lib.config(train_classifier.SPEC, **{**data, "num_classes": None})
         )

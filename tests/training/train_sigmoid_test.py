@@ -6,6 +6,7 @@ import os
 import keras
 import numpy as np
 import pytest
+from helpers.errors import raises_invalid
 from tensorflow.python.framework import config as tf_config
 
 import keras_dualsig as kd
@@ -148,12 +149,15 @@ def test_resumed_run_ends_with_the_uninterrupted_weights(
         np.testing.assert_array_equal(a, b)
     assert straight["history"]["loss"] == resumed["history"]["loss"]
     if cache_features:
-        with pytest.raises(ValueError, match="written with --cache_features"):
+        # Refused as a flag change (reliability_test.py covers the rest).
+        with raises_invalid(
+            "augment", "--augment: False -> True", "--cache_features: True -> False"
+        ):
             train_sigmoid.run(_flags(data, tmp_path / "b", epochs=4))
 
 
 def test_bad_arguments(data, tmp_path):
     with pytest.raises(ValueError, match=r"argument `classifier`"):
         train_sigmoid.run(_flags({**data, "classifier": None}, tmp_path))
-    with pytest.raises(ValueError, match="has 10 classes, the dataset 12"):
+    with raises_invalid("classifier", "the dataset's 12 classes", "with 10 classes"):
         train_sigmoid.run(_flags({**data, "num_classes": 12}, tmp_path))
