@@ -65,9 +65,13 @@ def learning_rate(flags, steps_per_epoch):
 
     Returns:
         A float, or a `keras.optimizers.schedules.PiecewiseConstantDecay`
-        whose value is `learning_rate * decay_factor**i` after the i-th drop.
+        whose value is `learning_rate * decay_factor**i` from the first step
+        of the epoch after the i-th drop on.
     """
-    boundaries = [epoch * steps_per_epoch for epoch in decay_epochs(flags)]
+    # PiecewiseConstantDecay keeps values[i] while step <= boundaries[i], and
+    # the optimizer passes the number of steps done so far: the first step of
+    # epoch e + 1 (0-based e * steps) must already see the next value.
+    boundaries = [epoch * steps_per_epoch - 1 for epoch in decay_epochs(flags)]
     if not boundaries:
         return flags.learning_rate
     values = [

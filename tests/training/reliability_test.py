@@ -23,6 +23,7 @@ import keras_dualsig as kd
 from training import (
     checkpoints,
     evaluate,
+    optimizer,
     quickstart,
     train_classifier,
     train_sigmoid,
@@ -439,6 +440,22 @@ def test_no_figures_is_a_valid_request(data, trained, tmp_path):
     assert results["num_images"] == 16
     assert (tmp_path / "report.md").exists()
     assert not (tmp_path / "figures").exists()
+
+
+def test_step_decay_starts_with_the_epoch_after_the_drop():
+    flags = flags_lib.config(
+        train_classifier.SPEC,
+        learning_rate=0.1,
+        decay_every=2,
+        decay_factor=0.5,
+        epochs=5,
+    )
+    schedule = optimizer.learning_rate(flags, steps_per_epoch=3)
+    # Keras calls the schedule with the number of steps done: steps 0-5 are
+    # epochs 1-2 (0.1), 6-11 epochs 3-4 (0.05), from 12 epoch 5 (0.025).
+    expected = [0.1] * 6 + [0.05] * 6 + [0.025] * 3
+    actual = [float(schedule(step)) for step in range(15)]
+    np.testing.assert_allclose(actual, expected, rtol=1e-7)
 
 
 def test_model_info_records_the_data_it_was_trained_on(tmp_path):
