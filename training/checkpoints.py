@@ -60,15 +60,15 @@ class Checkpoint(keras.callbacks.Callback):
     An epoch whose logs are not finite (a diverged loss) raises
     FloatingPointError before anything is written: the last checkpoint stays
     the last good one.
-    """
 
-    def __init__(self, model_dir, history=None, chief=True, record=None):
-        """Args:
+    Args:
         model_dir: the run's folder.
         history: the history of the epochs restored ({} for a new run).
         chief: whether this process keeps the files.
         record: {"script", "flags"} stored in every state (see `record`).
-        """
+    """
+
+    def __init__(self, model_dir, history=None, chief=True, record=None):
         super().__init__()
         self.directory = os.path.join(model_dir, CHECKPOINT_DIR)
         self.history = {key: list(values) for key, values in (history or {}).items()}

@@ -243,7 +243,9 @@ def test_resume_allows_flags_that_do_not_change_the_result(data, runs, tmp_path)
     assert len(result["history"]["loss"]) == 2
 
 
-def test_allow_flag_changes_continues_and_logs_the_differences(data, tmp_path, caplog):
+def test_allow_flag_changes_continues_and_logs_the_differences(
+    data, runs, tmp_path, caplog
+):
     model_dir = _interrupted(runs, tmp_path)
     result = train_classifier.run(
         _classifier_flags(
