@@ -37,7 +37,8 @@ import keras_dualsig as kd  # noqa: E402
 
 # The training scripts are a folder beside this one, not an installed package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from training import common, train_classifier, train_sigmoid  # noqa: E402
+from training import flags as flags_lib  # noqa: E402
+from training import models, train_classifier, train_sigmoid  # noqa: E402
 
 
 def define_flags():
@@ -100,7 +101,7 @@ def measure(args, work_dir):
     )
     classifier_path = os.path.join(classifier_dir, train_classifier.CLASSIFIER_FILE)
     classifier.save(classifier_path)
-    common.write_model_info(
+    models.write_model_info(
         classifier_dir,
         arch=args.arch,
         image_size=args.image_size,
@@ -116,7 +117,7 @@ def measure(args, work_dir):
 
     rows = {}
     naive = train_classifier.run(
-        common.config(
+        flags_lib.config(
             train_classifier.SPEC,
             **common_flags,
             arch=args.arch,
@@ -126,7 +127,7 @@ def measure(args, work_dir):
     rows["naive full fit (all layers trainable)"] = naive["history"]["epoch_seconds"]
     for name, cache in (("uncached (--noaugment)", False), ("cached", True)):
         result = train_sigmoid.run(
-            common.config(
+            flags_lib.config(
                 train_sigmoid.SPEC,
                 **common_flags,
                 classifier=classifier_path,

@@ -23,7 +23,10 @@ import tensorflow as tf  # noqa: E402
 from absl import app, logging  # noqa: E402
 
 import keras_dualsig as kd  # noqa: E402
-from training import common  # noqa: E402
+from keras_dualsig._errors import invalid  # noqa: E402
+from training import data, devices, files, models  # noqa: E402
+from training import flags as flags_lib  # noqa: E402
+from training.flags import flag  # noqa: E402
 
 BRANCHES = ("softmax", "sigmoid")
 DEFAULT_METHODS = list(kd.cams.NAMES)
@@ -41,23 +44,41 @@ FIDELITY_METRICS = ("Average Drop", "Increase in Confidence")
 LOWER_IS_BETTER = {"Average Drop"}
 
 SPEC = [
-    *common.COMMON,
-    common.flag("model", None, "Path of the dual-sigmoid model (.keras)."),
-    common.flag("output_dir", "runs/eval", "Where results, report and figures go."),
-    common.flag("methods", DEFAULT_METHODS, "CAM variants (names of kd.cams.get)."),
-    common.flag("scorecam_channels", 32, "Channels Score-CAM scores (most varying)."),
-    common.flag(
+    *flags_lib.COMMON,
+    flag("model", None, "Path of the dual-sigmoid model (.keras).", path=True),
+    flag("output_dir", "runs/eval", "Where results, report and figures go."),
+    flag("methods", DEFAULT_METHODS, "CAM variants (names of kd.cams.get)."),
+    flag(
+        "scorecam_channels",
+        32,
+        "Channels Score-CAM scores (most varying).",
+        minimum=1,
+    ),
+    flag(
         "confidence",
         "softmax",
         "Fidelity confidence.",
         choices=("softmax", "sigmoid_softmax"),
     ),
-    common.flag("num_figure_images", 8, "Test images shown in the figures."),
+    flag(
+        "num_figure_images",
+        8,
+        "Test images shown in the figures (0: no figures).",
+        minimum=0,
+    ),
 ]
+# Shared flags evaluate does not use: it runs on one device, compiles nothing
+# and writes to --output_dir. Other values than the defaults are refused.
+UNUSED_FLAGS = ("model_dir", "jit_compile", "strategy", "num_cpu_devices", "tpu")
+REPORT_FILE = "report.md"
+RESULTS_FILE = "results.json"
+FIGURES_DIR = "figures"
+# Predicted boxes drawn in the figures: WSOL's usual CAM threshold.
+FIGURE_BOX_THRESHOLD = 0.2
 
 
 def define_flags():
-    common.define_flags(SPEC)
+    flags_lib.define(SPEC)
 
 
 def make_cam(name, model, flags):
@@ -105,6 +126,9 @@ class _Figures:
         self.maps.setdefault(method, {}).setdefault(branch, []).extend(maps[:n])
 
     def save(self, directory, loc_threshold):
+        """Writes `<directory>/<method>.png`; returns their paths (none if no image)."""
+        if not self.images:
+            return []
         os.makedirs(directory, exist_ok=True)
         paths = []
         has_boxes = all(b is not None for b in self.gt_boxes)
@@ -137,45 +161,119 @@ def run(flags, datasets_override=None):
     """Evaluates the model; returns the results dict (also written to disk).
 
     Args:
-        flags: namespace with the SPEC flags.
-        datasets_override: optional dict with "test" (unbatched dict elements as
-            `load_wsol` yields them, with "boxes"/"num_boxes" and/or
-            "mask"/"ignore"), "name", "num_images"; replaces the loaders.
+        flags: namespace with the SPEC flags (see `flags.config`).
+        datasets_override: optional `data.DatasetsOverride` (or a dict of its
+            fields): "test" (unbatched dict elements as `load_wsol` yields
+            them, with "boxes"/"num_boxes" and/or "mask"/"ignore") and "name"
+            replace the loaders.
+
+    Returns:
+        dict: "dataset", "num_images", "top1_cls" ({branch: percent}),
+        "methods" ({method: {branch: {metric: percent}}}).
     """
+    check_flags(flags)
+    info = models.read_model_info(flags.model, "model")
+    devices.setup(flags)
+    model = models.load_dual(flags.model)
+    source = data.resolve_for(
+        model, flags.model, info, flags, datasets_override, "model"
+    )
+    figures = _Figures(flags.num_figure_images)
+    scores = evaluate_batches(
+        model,
+        test_batches(source, flags),
+        flags,
+        figures,
+        num_images=source.count("test", flags.max_images),
+    )
+    results = {"dataset": source.name, **scores}
+    write_outputs(results, figures, flags.output_dir)
+    return results
+
+
+def check_methods(methods):
+    """Refuses an empty --methods, unknown CAM names and repeated ones.
+
+    Raises:
+        ValueError: (Keras template) naming `methods`.
+    """
+    names = list(methods)
+    unknown = [m for m in names if m not in kd.cams.NAMES]
+    if not names or unknown or len(set(names)) != len(names):
+        raise invalid(
+            "methods",
+            "a non-empty list of distinct CAM names among " + ", ".join(kd.cams.NAMES),
+            methods,
+        )
+
+
+def check_flags(flags):
+    """Validates every flag at start (types, ranges, combinations).
+
+    Raises:
+        ValueError: (Keras template) naming the flag, its value and what is
+            accepted.
+    """
+    flags_lib.validate(flags, SPEC)
     if not flags.model:
-        raise ValueError("--model is required (the stage-2 dual_sigmoid.keras).")
-    common.setup(flags)
-    model = keras.models.load_model(flags.model)
-    info = common.read_model_info(flags.model)
-    if datasets_override:
-        test = datasets_override["test"]
-        name = datasets_override.get("name", "custom")
-        num_images = datasets_override.get("num_images")
-    else:
-        source = common.dataset_source(flags)
-        source["image_size"] = info.get("image_size", source["image_size"])
-        source["arch"] = info.get("arch")
-        name = source["name"]
-        test = common._take(common.load_split(source, "test", flags), flags)
-        if source.get("mask_metadata_root"):
-            # Same images, in the same order, with masks: zip for PxAP too.
-            masks = common._take(
-                common.load_split(
-                    dict(source, metadata_root=source["mask_metadata_root"]),
-                    "test",
-                    flags,
-                ),
-                flags,
-            ).map(
-                lambda e: {
-                    "mask": e["mask"],
-                    "ignore": e["ignore"],
-                    "mask_id": e["image_id"],
-                }
+        raise invalid(
+            "model", "the path of the stage-2 dual_sigmoid.keras", flags.model
+        )
+    check_methods(flags.methods)
+    defaults = {item.name: item.default for item in SPEC}
+    for name in UNUSED_FLAGS:
+        if getattr(flags, name) != defaults[name]:
+            raise invalid(
+                name,
+                f"its default {defaults[name]!r}: evaluate does not use it (it "
+                "runs on one device and writes to --output_dir)",
+                getattr(flags, name),
             )
-            test = tf.data.Dataset.zip((test, masks)).map(lambda a, b: {**a, **b})
-        num_images = common.num_examples(source, "test", flags)
-    test = test.batch(flags.batch_size).prefetch(tf.data.AUTOTUNE)
+    data.check_flags(flags)
+
+
+def test_batches(source, flags):
+    """The test split in batches of dict elements, with masks where available.
+
+    The embedded dataset has boxes and masks for the same images: both are
+    read, in the same order, and zipped, so that one pass gives every metric.
+    """
+    test = source.elements("test", flags.max_images)
+    masks = None if source.override is not None else source.masks()
+    if masks is not None:
+        mask_elements = masks.elements("test", flags.max_images).map(
+            lambda e: {
+                "mask": e["mask"],
+                "ignore": e["ignore"],
+                "mask_id": e["image_id"],
+            }
+        )
+        test = tf.data.Dataset.zip((test, mask_elements)).map(lambda a, b: {**a, **b})
+    return test.batch(flags.batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def evaluate_batches(model, batches, flags, figures, num_images=None):
+    """The per-batch evaluation of every method on both branches.
+
+    For each batch: both heads' predictions (Top-1 Cls), then per method and
+    branch the maps of the ground-truth class for the WSOL metrics (boxes,
+    masks) and the maps of the predicted class for fidelity (Average Drop,
+    Increase in Confidence); the first images and their maps go to `figures`.
+
+    Args:
+        model: a DualSigmoidModel.
+        batches: dict batches as `test_batches` gives them.
+        flags: namespace with methods, scorecam_channels and confidence.
+        figures: a `_Figures` collecting the figures' images and maps.
+        num_images: number of images, for the progress bar (None: unknown).
+
+    Returns:
+        dict: "num_images", "top1_cls" ({branch: percent}), "methods"
+        ({method: {branch: {metric: percent}}}).
+
+    Raises:
+        ValueError: if `batches` is empty.
+    """
     methods = list(flags.methods)
     cams = {m: make_cam(m, model, flags) for m in methods}
     box_eval = {(m, b): kd.metrics.BoxEvaluator() for m in methods for b in BRANCHES}
@@ -186,10 +284,9 @@ def run(flags, datasets_override=None):
     correct = {b: 0 for b in BRANCHES}
     seen = 0
     has_boxes = has_masks = False
-    figures = _Figures(flags.num_figure_images)
     logits_fn = tf.function(model.logits, reduce_retracing=True)
     progress = keras.utils.Progbar(num_images, unit_name="image")
-    for batch in test:
+    for batch in batches:
         images = batch["image"]
         labels = batch["label"].numpy().astype(np.int64)
         logits = logits_fn(images)
@@ -197,16 +294,12 @@ def run(flags, datasets_override=None):
         for b in BRANCHES:
             correct[b] += int(np.sum(predicted[b] == labels))
         top1_correct = predicted["softmax"] == labels
-        wrong = np.flatnonzero(~top1_correct)
         gt_boxes = _gt_boxes(batch) if "boxes" in batch else None
         has_boxes = has_boxes or gt_boxes is not None
         has_masks = has_masks or "mask" in batch
-        probs = tf.nn.softmax(logits["softmax"]).numpy()
-        captions = [
-            f"true {y} | pred {p} ({probs[i, p]:.2f})"
-            for i, (y, p) in enumerate(zip(labels, predicted["softmax"], strict=True))
-        ]
-        shown = figures.add_images(images.numpy(), captions, gt_boxes)
+        shown = figures.add_images(
+            images.numpy(), _captions(logits, labels, predicted), gt_boxes
+        )
         for method in methods:
             for branch in BRANCHES:
                 # WSOL: the ground-truth class (docs/method.md, "Evaluation protocol").
@@ -221,13 +314,14 @@ def run(flags, datasets_override=None):
                     )
                 figures.add_maps(method, branch, maps, shown)
                 # Fidelity: the predicted class k*.
-                if wrong.size:
-                    maps = maps.copy()
-                    maps[wrong] = cams[method](
-                        tf.gather(images, wrong),
-                        predicted["softmax"][wrong],
-                        branch=branch,
-                    )
+                maps = _maps_of_predicted(
+                    cams[method],
+                    images,
+                    maps,
+                    predicted["softmax"],
+                    ~top1_correct,
+                    branch,
+                )
                 change = kd.metrics.confidence_change(
                     model,
                     images,
@@ -243,7 +337,6 @@ def run(flags, datasets_override=None):
         raise ValueError("The test split is empty.")
 
     results = {
-        "dataset": name,
         "num_images": seen,
         "top1_cls": {b: 100.0 * correct[b] / seen for b in BRANCHES},
         "methods": {},
@@ -259,18 +352,50 @@ def run(flags, datasets_override=None):
                 entry["PxAP"] = float(mask_eval[method, branch].result()["PxAP"])
             entry.update({k: v / seen for k, v in fidelity[method, branch].items()})
             results["methods"][method][branch] = entry
-    os.makedirs(flags.output_dir, exist_ok=True)
-    common.write_json(os.path.join(flags.output_dir, "results.json"), results)
-    report = format_report(results)
-    with open(os.path.join(flags.output_dir, "report.md"), "w") as f:
-        f.write(report)
-    paths = figures.save(os.path.join(flags.output_dir, "figures"), 0.2)
-    logging.info(
-        "Wrote results.json, report.md and %d figures to %s",
-        len(paths),
-        flags.output_dir,
-    )
     return results
+
+
+def _captions(logits, labels, predicted):
+    """ "true y | pred k (p)" for every image of a batch (softmax head)."""
+    probs = tf.nn.softmax(logits["softmax"]).numpy()
+    return [
+        f"true {y} | pred {p} ({probs[i, p]:.2f})"
+        for i, (y, p) in enumerate(zip(labels, predicted["softmax"], strict=True))
+    ]
+
+
+def _maps_of_predicted(cam, images, maps, predicted, wrong, branch):
+    """`maps` (of the true class) with the misclassified images' maps redone.
+
+    Args:
+        cam: the CAM object.
+        images: the batch (B, H, W, 3).
+        maps: float32 (B, H, W) maps of the ground-truth class.
+        predicted: int (B,) predicted classes.
+        wrong: bool (B,), True where the prediction is not the label.
+        branch: "softmax" or "sigmoid".
+
+    Returns:
+        float32 (B, H, W) maps of the predicted class.
+    """
+    wrong = np.flatnonzero(wrong)
+    if not wrong.size:
+        return maps
+    maps = maps.copy()
+    maps[wrong] = cam(tf.gather(images, wrong), predicted[wrong], branch=branch)
+    return maps
+
+
+def write_outputs(results, figures, output_dir):
+    """Writes results.json, report.md and figures/<method>.png to `output_dir`."""
+    os.makedirs(output_dir, exist_ok=True)
+    files.write_json(os.path.join(output_dir, RESULTS_FILE), results)
+    with open(os.path.join(output_dir, REPORT_FILE), "w") as f:
+        f.write(format_report(results))
+    paths = figures.save(os.path.join(output_dir, FIGURES_DIR), FIGURE_BOX_THRESHOLD)
+    logging.info(
+        "Wrote results.json, report.md and %d figures to %s", len(paths), output_dir
+    )
 
 
 def format_report(results):
@@ -305,7 +430,7 @@ def format_report(results):
 
 def main(argv):
     del argv
-    results = run(common.from_absl(SPEC))
+    results = run(flags_lib.from_absl(SPEC))
     logging.info("\n%s", format_report(results))
 
 

@@ -18,28 +18,36 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from absl import app, logging  # noqa: E402
 
-from training import common, evaluate, train_classifier, train_sigmoid  # noqa: E402
+from training import checkpoints, evaluate, train_classifier, train_sigmoid  # noqa: E402
+from training import flags as flags_lib  # noqa: E402
+from training.flags import flag  # noqa: E402
 
 SPEC = [
-    common.flag("output_dir", "runs/quickstart", "Where everything is written."),
-    common.flag("data_root", None, "Dataset cache folder (default under ~/.keras)."),
-    common.flag(
-        "small", False, "A reduced run for tests: 1000/100/200 images, same epochs."
-    ),
-    common.flag("seed", 0, "Random seed."),
-    common.flag("classifier_epochs", 8, "Stage-1 epochs."),
-    common.flag("sigmoid_epochs", 5, "Stage-2 epochs."),
-    common.flag("methods", evaluate.DEFAULT_METHODS, "CAM variants to evaluate."),
+    flag("output_dir", "runs/quickstart", "Where everything is written."),
+    flag("data_root", None, "Dataset cache folder (default under ~/.keras)."),
+    flag("small", False, "A reduced run for tests: 1000/100/200 images, same epochs."),
+    flag("seed", 0, "Random seed.", minimum=0, maximum=flags_lib.MAX_SEED),
+    flag("classifier_epochs", 8, "Stage-1 epochs.", minimum=1),
+    flag("sigmoid_epochs", 5, "Stage-2 epochs.", minimum=1),
+    flag("methods", evaluate.DEFAULT_METHODS, "CAM variants to evaluate."),
+    *checkpoints.FLAGS,
 ]
 
 
 def define_flags():
-    common.define_flags(SPEC)
+    flags_lib.define(SPEC)
 
 
 def run(flags, datasets_override=None):
-    """Runs the three stages; returns {"classifier", "sigmoid", "results", "seconds"}."""
-    del datasets_override  # The quickstart always uses the embedded dataset.
+    """Runs the three stages; returns {"classifier", "sigmoid", "results", "seconds"}.
+
+    Args:
+        flags: namespace with the SPEC flags (see `flags.config`).
+        datasets_override: optional `data.DatasetsOverride` (or a dict of its
+            fields) passed on to every stage instead of the embedded dataset.
+    """
+    flags_lib.validate(flags, SPEC)
+    evaluate.check_methods(flags.methods)
     start = time.time()
     out = flags.output_dir
     data = {
@@ -49,11 +57,13 @@ def run(flags, datasets_override=None):
         "seed": flags.seed,
         "batch_size": 64,
     }
+    resume = {"allow_flag_changes": flags.allow_flag_changes}
     logging.info("Stage 1/3: classifier")
     classifier = train_classifier.run(
-        common.config(
+        flags_lib.config(
             train_classifier.SPEC,
             **data,
+            **resume,
             model_dir=os.path.join(out, "classifier"),
             epochs=flags.classifier_epochs,
             learning_rate=0.05,
@@ -62,24 +72,27 @@ def run(flags, datasets_override=None):
             # Flips turn digits into other shapes; the canvas already varies
             # position and scale.
             augment=False,
-        )
+        ),
+        datasets_override,
     )
     logging.info("Stage 2/3: sigmoid branch")
     sigmoid = train_sigmoid.run(
-        common.config(
+        flags_lib.config(
             train_sigmoid.SPEC,
             **data,
             classifier=classifier["model_path"],
+            **resume,
             model_dir=os.path.join(out, "sigmoid"),
             epochs=flags.sigmoid_epochs,
             learning_rate=0.05,
             weight_decay=1e-4,
             cache_features=True,
-        )
+        ),
+        datasets_override,
     )
     logging.info("Stage 3/3: evaluation")
     results = evaluate.run(
-        common.config(
+        flags_lib.config(
             evaluate.SPEC,
             **{k: v for k, v in data.items() if k != "batch_size"},
             batch_size=50,
@@ -87,7 +100,8 @@ def run(flags, datasets_override=None):
             output_dir=out,
             methods=list(flags.methods),
             scorecam_channels=16,
-        )
+        ),
+        datasets_override,
     )
     seconds = time.time() - start
     logging.info(
@@ -106,7 +120,7 @@ def run(flags, datasets_override=None):
 
 def main(argv):
     del argv
-    run(common.from_absl(SPEC))
+    run(flags_lib.from_absl(SPEC))
 
 
 if __name__ == "__main__":

@@ -18,22 +18,48 @@ import keras  # noqa: E402
 from absl import app, logging  # noqa: E402
 
 import keras_dualsig as kd  # noqa: E402
-from training import common  # noqa: E402
+from keras_dualsig._errors import invalid  # noqa: E402
+from training import (  # noqa: E402
+    checkpoints,
+    data,
+    devices,
+    files,
+    fitting,
+    models,
+    optimizer,
+)
+from training import flags as flags_lib  # noqa: E402
+from training.flags import flag  # noqa: E402
 
+SCRIPT = "train_classifier"
 SPEC = [
-    *common.COMMON,
-    *common.OPTIMIZER_FLAGS,
-    common.flag("arch", "small_cnn", "small_cnn or a keras.applications name."),
-    common.flag("pretrained", False, "Start from ImageNet weights (downloads them)."),
-    common.flag("epochs", 6, "Training epochs."),
-    common.flag("augment", True, "Random resized crop and flip."),
-    common.flag("dropout", 0.3, "Dropout before the classifier."),
+    *flags_lib.COMMON,
+    *optimizer.FLAGS,
+    *checkpoints.FLAGS,
+    flag("arch", "small_cnn", "small_cnn or a keras.applications name."),
+    flag("pretrained", False, "Start from ImageNet weights (downloads them)."),
+    flag(
+        "epochs",
+        6,
+        "Training epochs.",
+        minimum=1,
+        compared=optimizer.schedule_changed,
+    ),
+    flag("augment", True, "Random resized crop and flip."),
+    flag(
+        "dropout",
+        0.3,
+        "Dropout before the classifier.",
+        minimum=0,
+        maximum=1,
+        open_maximum=True,
+    ),
 ]
 CLASSIFIER_FILE = "classifier.keras"
 
 
 def define_flags():
-    common.define_flags(SPEC)
+    flags_lib.define(SPEC)
 
 
 def build_classifier(arch, num_classes, image_size, pretrained=False, dropout=0.3):
@@ -42,10 +68,10 @@ def build_classifier(arch, num_classes, image_size, pretrained=False, dropout=0.
         return kd.small_cnn(num_classes, (image_size, image_size, 3), dropout=dropout)
     constructor = getattr(keras.applications, arch, None)
     if constructor is None:
-        raise ValueError(
-            f"Invalid value received for argument `arch`. Expected 'small_cnn' or "
-            f"a keras.applications model name such as 'ResNet50'. Received: "
-            f"arch={arch!r}"
+        raise invalid(
+            "arch",
+            "'small_cnn' or a keras.applications model name such as 'ResNet50'",
+            arch,
         )
     try:
         backbone = constructor(
@@ -73,82 +99,127 @@ def run(flags, datasets_override=None):
     Resumes from `<model_dir>/checkpoint` when a previous run left one.
 
     Args:
-        flags: namespace with the SPEC flags (see `common.config`).
-        datasets_override: optional dict with "train" (a dataset of (images,
-            labels) batches covering all remaining epochs), "steps",
-            "validation", "num_classes", "image_size"; replaces the loaders.
+        flags: namespace with the SPEC flags (see `flags.config`).
+        datasets_override: optional `data.DatasetsOverride` (or a dict of its
+            fields): "train", "validation", "num_classes", "image_size"
+            replace the loaders.
 
     Returns:
         dict: "val_accuracy" (last epoch, NaN without validation), "history"
         (per-epoch logs of all epochs, with "epoch_seconds"), "model_path".
     """
-    strategy = common.setup(flags)
-    chief = common.is_chief(strategy)
-    if datasets_override:
-        source = {
-            "num_classes": datasets_override["num_classes"],
-            "image_size": datasets_override["image_size"],
-        }
-    else:
-        source = common.dataset_source(flags)
-    source["arch"] = flags.arch
+    check_flags(flags)
+    strategy = devices.setup(flags)
+    chief = devices.is_chief(strategy)
+    source = data.resolve(flags, datasets_override, arch=flags.arch)
     with strategy.scope():
-        restored = common.restore(flags.model_dir, strategy)
+        restored = checkpoints.resume(flags, SPEC, SCRIPT, strategy)
         if restored:
-            model, first_epoch, history = restored
-        else:
-            model = build_classifier(
-                flags.arch,
-                source["num_classes"],
-                source["image_size"],
-                flags.pretrained,
-                flags.dropout,
-            )
-            first_epoch, history = 0, {}
-        if datasets_override:
-            train, steps = datasets_override["train"], datasets_override["steps"]
-            validation = datasets_override.get("validation")
-        else:
-            train, steps = common.epoch_datasets(
-                source, flags, first_epoch, flags.augment
-            )
-            validation = common.validation_dataset(source, flags)
+            _check_fits(restored.model, source, flags)
+        model, first_epoch, history = restored or (_build(flags, source), 0, {})
+        train, steps = _training_batches(source, flags, first_epoch)
         if not restored:
-            model.compile(
-                optimizer=common.sgd(flags, steps),
-                loss="sparse_categorical_crossentropy",
-                metrics=["sparse_categorical_accuracy"],
-                jit_compile=flags.jit_compile,
-            )
+            _compile(model, flags, steps)
         logging.info(
             "Training %s: %d classes, %d steps/epoch, %s",
             model.name,
-            source["num_classes"],
+            source.num_classes,
             steps,
-            common.epoch_range(first_epoch, flags.epochs),
+            data.epoch_range(first_epoch, flags.epochs),
         )
-        history = common.fit(
-            model, flags, train, steps, validation, first_epoch, history, chief
+        validation = data.validation_batches(source, flags)
+        history = fitting.fit(
+            model,
+            flags,
+            train,
+            steps,
+            validation,
+            first_epoch,
+            history,
+            chief,
+            checkpoints.record(flags, SPEC, SCRIPT),
         )
         path = os.path.join(flags.model_dir, CLASSIFIER_FILE)
-        common.save_model(model, path, chief)
+        checkpoints.save_model(model, path, chief)
     if chief:
-        common.write_model_info(
-            flags.model_dir,
-            arch=flags.arch,
-            image_size=source["image_size"],
-            num_classes=source["num_classes"],
-            dataset=getattr(flags, "dataset", None),
-        )
-        common.write_json(os.path.join(flags.model_dir, common.HISTORY_FILE), history)
+        _write_outputs(flags, source, history)
         logging.info("Saved %s", path)
     accuracy = history.get("val_sparse_categorical_accuracy", [float("nan")])[-1]
     return {"val_accuracy": accuracy, "history": history, "model_path": path}
 
 
+def check_flags(flags):
+    """Validates every flag at start (types, ranges, combinations).
+
+    Raises:
+        ValueError: (Keras template) naming the flag, its value and what is
+            accepted.
+    """
+    flags_lib.validate(flags, SPEC)
+    devices.check_flags(flags)
+    data.check_flags(flags)
+    if flags.arch == "small_cnn" and flags.pretrained:
+        raise invalid(
+            "pretrained",
+            "False with --arch=small_cnn (ImageNet weights exist only for "
+            "keras.applications models)",
+            flags.pretrained,
+        )
+    data.preprocess_for(flags.arch)  # An unknown architecture fails here.
+
+
+def _check_fits(model, source, flags):
+    """Refuses a checkpoint whose model cannot read this run's data."""
+    models.input_size(model, flags.model_dir, source.image_size)
+    models.check_classes(model, flags.model_dir, source.num_classes, "num_classes")
+
+
+def _build(flags, source):
+    return build_classifier(
+        flags.arch,
+        source.num_classes,
+        source.image_size,
+        flags.pretrained,
+        flags.dropout,
+    )
+
+
+def _training_batches(source, flags, first_epoch):
+    """(batches of the remaining epochs, steps per epoch)."""
+    if source.override is None:
+        return data.epoch_datasets(source, flags, first_epoch, flags.augment)
+    # In-memory data is used as given (no augmentation), shuffled per epoch.
+    steps = data.steps_per_epoch(source, flags)
+    elements = source.elements("train", flags.max_images)
+    buffer_size = source.count("train", flags.max_images)
+    train = data.fixed_order_epochs(elements, flags, first_epoch, steps, buffer_size)
+    return train, steps
+
+
+def _compile(model, flags, steps):
+    model.compile(
+        optimizer=optimizer.sgd(flags, steps),
+        loss="sparse_categorical_crossentropy",
+        metrics=["sparse_categorical_accuracy"],
+        jit_compile=flags.jit_compile,
+    )
+
+
+def _write_outputs(flags, source, history):
+    """model_info.json (how the classifier reads images) and history.json."""
+    models.write_model_info(
+        flags.model_dir,
+        arch=flags.arch,
+        image_size=source.image_size,
+        num_classes=source.num_classes,
+        dataset=source.name,
+    )
+    files.write_history(flags.model_dir, history)
+
+
 def main(argv):
     del argv
-    metrics = run(common.from_absl(SPEC))
+    metrics = run(flags_lib.from_absl(SPEC))
     logging.info("Validation accuracy: %.4f", metrics["val_accuracy"])
 
 

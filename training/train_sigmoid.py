@@ -25,45 +25,209 @@ import tensorflow as tf  # noqa: E402
 from absl import app, logging  # noqa: E402
 
 import keras_dualsig as kd  # noqa: E402
-from training import common  # noqa: E402
+from keras_dualsig._errors import invalid  # noqa: E402
+from training import (  # noqa: E402
+    checkpoints,
+    data,
+    devices,
+    files,
+    fitting,
+    models,
+    optimizer,
+)
+from training import flags as flags_lib  # noqa: E402
+from training.flags import flag  # noqa: E402
 
+SCRIPT = "train_sigmoid"
 SPEC = [
-    *common.COMMON,
-    *common.OPTIMIZER_FLAGS,
-    common.flag("classifier", None, "Path of the trained classifier (.keras)."),
-    common.flag("epochs", 3, "Training epochs."),
-    common.flag("init", "fresh", "Branch initialisation.", choices=("fresh", "copy")),
-    common.flag("augment", True, "Random resized crop and flip (not with caching)."),
-    common.flag("cache_features", False, "Train the branch on cached trunk features."),
-    common.flag("shuffle_buffer", 4096, "Shuffle buffer without augmentation."),
+    *flags_lib.COMMON,
+    *optimizer.FLAGS,
+    *checkpoints.FLAGS,
+    flag("classifier", None, "Path of the trained classifier (.keras).", path=True),
+    flag(
+        "epochs",
+        3,
+        "Training epochs.",
+        minimum=1,
+        compared=optimizer.schedule_changed,
+    ),
+    flag("init", "fresh", "Branch initialisation.", choices=("fresh", "copy")),
+    flag("augment", True, "Random resized crop and flip (not with caching)."),
+    flag("cache_features", False, "Train the branch on cached trunk features."),
+    flag("shuffle_buffer", 4096, "Shuffle buffer without augmentation.", minimum=1),
 ]
 DUAL_FILE = "dual_sigmoid.keras"
 
 
 def define_flags():
-    common.define_flags(SPEC)
+    flags_lib.define(SPEC)
 
 
-def fixed_order_epochs(elements, flags, first_epoch, steps):
-    """Batches of epochs [first_epoch, epochs) from a fixed-order dataset.
+def run(flags, datasets_override=None):
+    """Trains the sigmoid branch; returns {"history", "model_path", ...}.
 
-    Each epoch is shuffled with a seed derived from (seed, epoch) alone: the
-    cached and uncached paths, fed the same fixed order, see identical batches,
-    and a resumed run sees the batches of an uninterrupted one.
+    Resumes from `<model_dir>/checkpoint` when a previous run left one.
+
+    Args:
+        flags: namespace with the SPEC flags (see `flags.config`).
+        datasets_override: optional `data.DatasetsOverride` (or a dict of its
+            fields): "train", "validation", "num_classes", "image_size"
+            replace the loaders.
 
     Returns:
-        A dataset of (x, labels) batches, or None when no epoch is left.
+        dict: "history" (per-epoch logs of all epochs, with "epoch_seconds"),
+        "model_path", "model" (the trained DualSigmoidModel), "feature_seconds"
+        (time of the feature extraction with --cache_features, else 0).
     """
-    dataset = None
-    for epoch in range(first_epoch, flags.epochs):
-        part = elements.shuffle(
-            flags.shuffle_buffer,
-            seed=common.epoch_seed(flags, epoch),
-            reshuffle_each_iteration=False,
+    check_flags(flags)
+    info = models.read_model_info(flags.classifier, "classifier")
+    strategy = devices.setup(flags)
+    chief = devices.is_chief(strategy)
+    if flags.cache_features and flags.augment:
+        logging.info("--cache_features: augmentation off (features are computed once).")
+    with strategy.scope():
+        classifier = models.load_classifier(flags.classifier)
+        source = data.resolve_for(
+            classifier, flags.classifier, info, flags, datasets_override, "classifier"
         )
-        part = part.batch(flags.batch_size, drop_remainder=True).take(steps)
-        dataset = part if dataset is None else dataset.concatenate(part)
-    return None if dataset is None else dataset.prefetch(tf.data.AUTOTUNE)
+        steps = data.steps_per_epoch(source, flags)
+        dual = kd.dual_sigmoid(classifier, init=flags.init, seed=flags.seed)
+        trained, first_epoch, history = _resume_or_compile(dual, flags, steps, strategy)
+    train, validation, feature_seconds = _training_data(
+        dual, source, flags, first_epoch, steps, chief
+    )
+    logging.info(
+        "Training the sigmoid branch of %s (%s)%s: %d steps/epoch, %s",
+        dual.name,
+        ", ".join(layer.name for layer in dual.sigmoid_head),
+        " on cached features" if flags.cache_features else "",
+        steps,
+        data.epoch_range(first_epoch, flags.epochs),
+    )
+    with strategy.scope():
+        history = fitting.fit(
+            trained,
+            flags,
+            train,
+            steps,
+            validation,
+            first_epoch,
+            history,
+            chief,
+            checkpoints.record(flags, SPEC, SCRIPT),
+        )
+        if flags.cache_features:
+            _copy_branch(trained, dual)
+        else:
+            dual = trained
+        path = os.path.join(flags.model_dir, DUAL_FILE)
+        checkpoints.save_model(dual, path, chief)
+    if chief:
+        _write_outputs(flags, source, info, dual, history)
+        logging.info("Saved %s", path)
+    return {
+        "history": history,
+        "model_path": path,
+        "model": dual,
+        "feature_seconds": feature_seconds,
+    }
+
+
+def check_flags(flags):
+    """Validates every flag at start (types, ranges, combinations).
+
+    Raises:
+        ValueError: (Keras template) naming the flag, its value and what is
+            accepted.
+    """
+    flags_lib.validate(flags, SPEC)
+    if not flags.classifier:
+        raise invalid(
+            "classifier", "the path of the stage-1 .keras file", flags.classifier
+        )
+    devices.check_flags(flags)
+    data.check_flags(flags)
+
+
+def _resume_or_compile(dual, flags, steps, strategy):
+    """(model to train, finished epochs, history): the checkpoint's, or new.
+
+    With --cache_features the model trained is the branch alone (features ->
+    sigmoid probabilities); otherwise the whole dual model.
+    """
+    restored = checkpoints.resume(flags, SPEC, SCRIPT, strategy)
+    if restored:
+        trained, first_epoch, history = restored
+        if isinstance(trained, kd.DualSigmoidModel) == flags.cache_features:
+            written = "without" if flags.cache_features else "with"
+            raise invalid(
+                "cache_features",
+                f"{not flags.cache_features}: the checkpoint in {flags.model_dir} "
+                f"was written {written} --cache_features (or use another "
+                "--model_dir)",
+                flags.cache_features,
+            )
+        return trained, first_epoch, history
+    if flags.cache_features:
+        trained = dual.branch_model()
+        trained.compile(
+            optimizer=optimizer.sgd(flags, steps),
+            loss=kd.ClassBalancedBinaryCrossentropy(),
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="sigmoid_accuracy")],
+            jit_compile=flags.jit_compile,
+        )
+        return trained, 0, {}
+    dual.compile(optimizer=optimizer.sgd(flags, steps), jit_compile=flags.jit_compile)
+    return dual, 0, {}
+
+
+def _training_data(dual, source, flags, first_epoch, steps, chief):
+    """(training batches, validation batches, feature extraction seconds).
+
+    Training batches are None when every epoch is done already.
+    """
+    if first_epoch >= flags.epochs:
+        return None, None, 0.0  # Finished: only the outputs are (re)written.
+    validation = data.validation_batches(source, flags)
+    if not flags.cache_features:
+        if flags.augment and source.override is None:
+            train, _ = data.epoch_datasets(source, flags, first_epoch, True)
+        else:
+            train = data.fixed_order_epochs(
+                _fixed_order_images(source, flags),
+                flags,
+                first_epoch,
+                steps,
+                flags.shuffle_buffer,
+            )
+        return train, validation, 0.0
+    start = time.perf_counter()
+    num_examples = source.count("train", flags.max_images)
+    logging.info("Computing trunk features of %d images once.", num_examples)
+    batches = _fixed_order_images(source, flags).batch(flags.batch_size)
+    features, labels = extract_features(dual.trunk, batches, num_examples, chief)
+    elements = tf.data.Dataset.from_tensor_slices((features, labels))
+    train = data.fixed_order_epochs(
+        elements, flags, first_epoch, steps, flags.shuffle_buffer
+    )
+    if validation is not None:
+        count = source.count("val", flags.max_images)
+        validation = tf.data.Dataset.from_tensor_slices(
+            extract_features(dual.trunk, validation, count, chief)
+        ).batch(flags.batch_size)
+    return train, validation, time.perf_counter() - start
+
+
+def _fixed_order_images(source, flags):
+    """The training split's (image, label) elements in file order."""
+    # In memory after the first epoch (the uncached path reads it each epoch).
+    return source.elements(
+        "train",
+        flags.max_images,
+        shuffle=False,
+        as_supervised=True,
+        cache=not flags.cache_features,
+    )
 
 
 def extract_features(trunk, images, num_examples, verbose=True):
@@ -96,173 +260,21 @@ def _copy_branch(source, dual):
         layer.set_weights(source.get_layer(layer.name).get_weights())
 
 
-def run(flags, datasets_override=None):
-    """Trains the sigmoid branch; returns {"history", "model_path", ...}.
-
-    Resumes from `<model_dir>/checkpoint` when a previous run left one.
-
-    Args:
-        flags: namespace with the SPEC flags (see `common.config`).
-        datasets_override: optional dict with "train" (fixed-order, unbatched
-            (images, labels) elements), "num_examples", "validation" (batches
-            or None), "num_classes", "image_size"; replaces the loaders.
-
-    Returns:
-        dict: "history" (per-epoch logs of all epochs, with "epoch_seconds"),
-        "model_path", "model" (the trained DualSigmoidModel), "feature_seconds"
-        (time of the feature extraction with --cache_features, else 0).
-    """
-    if not flags.classifier:
-        raise ValueError(
-            "Invalid value received for argument `classifier`. Expected the path "
-            "of the stage-1 .keras file. Received: classifier=None"
-        )
-    strategy = common.setup(flags)
-    chief = common.is_chief(strategy)
-    info = common.read_model_info(flags.classifier)
-    if datasets_override:
-        source = {
-            "num_classes": datasets_override["num_classes"],
-            "image_size": datasets_override["image_size"],
-        }
-        num_examples = datasets_override["num_examples"]
-    else:
-        source = common.dataset_source(flags)
-        source["image_size"] = info.get("image_size", source["image_size"])
-        num_examples = common.num_examples(source, "train", flags)
-    source["arch"] = info.get("arch")
-    augment = flags.augment and not flags.cache_features
-    if flags.cache_features and flags.augment:
-        logging.info("--cache_features: augmentation off (features are computed once).")
-    steps = num_examples // flags.batch_size
-    if steps == 0:
-        raise ValueError(
-            f"--batch_size={flags.batch_size} exceeds the training split's size "
-            f"({num_examples} images)."
-        )
-
-    def fixed_order_images():
-        if datasets_override:
-            return datasets_override["train"]
-        # In memory after the first epoch (the uncached path reads it each epoch).
-        elements = common.load_split(
-            source,
-            "train",
-            flags,
-            shuffle=False,
-            as_supervised=True,
-            cache=not flags.cache_features,
-        )
-        return common._take(elements, flags)
-
-    with strategy.scope():
-        classifier = keras.models.load_model(flags.classifier)
-        if classifier.output.shape[-1] != source["num_classes"]:
-            raise ValueError(
-                f"The classifier {flags.classifier} has "
-                f"{classifier.output.shape[-1]} classes, the dataset "
-                f"{source['num_classes']}."
-            )
-        dual = kd.dual_sigmoid(classifier, init=flags.init, seed=flags.seed)
-        restored = common.restore(flags.model_dir, strategy)
-        first_epoch, history = 0, {}
-        if restored:
-            trained, first_epoch, history = restored
-            if isinstance(trained, kd.DualSigmoidModel) == flags.cache_features:
-                raise ValueError(
-                    f"The checkpoint in {flags.model_dir} was written "
-                    f"{'without' if flags.cache_features else 'with'} "
-                    "--cache_features; resume with the same flags or use another "
-                    "--model_dir."
-                )
-        elif flags.cache_features:
-            trained = dual.branch_model()
-            trained.compile(
-                optimizer=common.sgd(flags, steps),
-                loss=kd.ClassBalancedBinaryCrossentropy(),
-                metrics=[
-                    keras.metrics.SparseCategoricalAccuracy(name="sigmoid_accuracy")
-                ],
-                jit_compile=flags.jit_compile,
-            )
-        else:
-            trained = dual
-            dual.compile(
-                optimizer=common.sgd(flags, steps), jit_compile=flags.jit_compile
-            )
-
-    feature_seconds = 0.0
-    train = validation = None
-    if first_epoch >= flags.epochs:
-        pass  # Finished already: only the outputs are (re)written below.
-    elif flags.cache_features:
-        start = time.perf_counter()
-        logging.info("Computing trunk features of %d images once.", num_examples)
-        batches = fixed_order_images().batch(flags.batch_size)
-        features, labels = extract_features(dual.trunk, batches, num_examples, chief)
-        elements = tf.data.Dataset.from_tensor_slices((features, labels))
-        train = fixed_order_epochs(elements, flags, first_epoch, steps)
-        if datasets_override:
-            images = datasets_override.get("validation")
-        else:
-            images = common.validation_dataset(source, flags)
-        if images is not None:
-            count = (
-                None if datasets_override else common.num_examples(source, "val", flags)
-            )
-            validation = tf.data.Dataset.from_tensor_slices(
-                extract_features(dual.trunk, images, count, chief)
-            ).batch(flags.batch_size)
-        feature_seconds = time.perf_counter() - start
-    else:
-        if augment and not datasets_override:
-            train, steps = common.epoch_datasets(source, flags, first_epoch, True)
-        else:
-            train = fixed_order_epochs(fixed_order_images(), flags, first_epoch, steps)
-        if datasets_override:
-            validation = datasets_override.get("validation")
-        else:
-            validation = common.validation_dataset(source, flags)
-
-    logging.info(
-        "Training the sigmoid branch of %s (%s)%s: %d steps/epoch, %s",
-        classifier.name,
-        ", ".join(layer.name for layer in dual.sigmoid_head),
-        " on cached features" if flags.cache_features else "",
-        steps,
-        common.epoch_range(first_epoch, flags.epochs),
+def _write_outputs(flags, source, info, dual, history):
+    """model_info.json (how the dual model reads images) and history.json."""
+    models.write_model_info(
+        flags.model_dir,
+        arch=info.get("arch"),
+        image_size=source.image_size,
+        num_classes=dual.num_classes,
+        dataset=info.get("dataset"),
     )
-    with strategy.scope():
-        history = common.fit(
-            trained, flags, train, steps, validation, first_epoch, history, chief
-        )
-        if flags.cache_features:
-            _copy_branch(trained, dual)
-        else:
-            dual = trained
-        path = os.path.join(flags.model_dir, DUAL_FILE)
-        common.save_model(dual, path, chief)
-    if chief:
-        common.write_model_info(
-            flags.model_dir,
-            arch=info.get("arch"),
-            image_size=source["image_size"],
-            num_classes=dual.num_classes,
-            dataset=info.get("dataset"),
-        )
-        common.write_json(os.path.join(flags.model_dir, common.HISTORY_FILE), history)
-        logging.info("Saved %s", path)
-    return {
-        "history": history,
-        "model_path": path,
-        "model": dual,
-        "feature_seconds": feature_seconds,
-    }
+    files.write_history(flags.model_dir, history)
 
 
 def main(argv):
     del argv
-    metrics = run(common.from_absl(SPEC))
+    metrics = run(flags_lib.from_absl(SPEC))
     logging.info("Final loss: %.4f", metrics["history"].get("loss", [float("nan")])[-1])
 
 

@@ -25,7 +25,8 @@ import numpy as np
 import pytest
 from tensorflow.python.framework import config as tf_config
 
-from training import common, train_classifier, train_sigmoid
+from training import flags as flags_lib
+from training import train_classifier, train_sigmoid
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,7 +42,7 @@ def setup(tmp_path_factory, tiny_data):
     # No dropout: replicas would draw their masks from one seed state, so the
     # masks of a two-replica step differ from those of one device.
     classifier = train_classifier.run(
-        common.config(
+        flags_lib.config(
             train_classifier.SPEC,
             **data,
             image_size=32,
@@ -53,7 +54,7 @@ def setup(tmp_path_factory, tiny_data):
     data = {**data, "classifier": classifier["model_path"], "learning_rate": 0.1}
     references = {
         cache: train_sigmoid.run(
-            common.config(
+            flags_lib.config(
                 train_sigmoid.SPEC,
                 **data,
                 epochs=EPOCHS,
@@ -147,7 +148,7 @@ def test_multi_worker_resumes_and_only_the_chief_writes(setup, tmp_path):
     model_dir = tmp_path / "run"
     # A checkpoint after epoch 1 (one device): both workers must resume from it.
     train_sigmoid.run(
-        common.config(train_sigmoid.SPEC, **data, epochs=1, model_dir=str(model_dir))
+        flags_lib.config(train_sigmoid.SPEC, **data, epochs=1, model_dir=str(model_dir))
     )
     tf_config.disable_op_determinism()
     cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
@@ -194,7 +195,9 @@ def test_multi_worker_resumes_and_only_the_chief_writes(setup, tmp_path):
         "model_info.json",
     ]
     assert sorted(os.listdir(model_dir / "checkpoint")) == [
+        f"epoch-{EPOCHS - 1:04d}.keras",
         f"epoch-{EPOCHS:04d}.keras",
         "state.json",
+        "state.previous.json",
     ]
     _assert_same_training(model_dir, references[False])

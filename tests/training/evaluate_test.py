@@ -6,9 +6,11 @@ import os
 import keras
 import numpy as np
 import pytest
+from helpers.errors import raises_invalid
 
 import keras_dualsig as kd
-from training import common, evaluate
+from training import evaluate, models
+from training import flags as flags_lib
 
 METHODS = ["cam", "gradcam", "scorecam"]
 
@@ -27,7 +29,7 @@ def setup(tmp_path_factory):
     dual = kd.dual_sigmoid(kd.small_cnn(10, (56, 56, 3), width=8))
     path = os.path.join(model_dir, "dual_sigmoid.keras")
     dual.save(path)
-    common.write_model_info(str(model_dir), arch="small_cnn", image_size=56)
+    models.write_model_info(str(model_dir), arch="small_cnn", image_size=56)
     return info, path
 
 
@@ -36,7 +38,7 @@ def _run(setup, tmp_path, localization):
     metadata = (
         info.metadata_root if localization == "boxes" else info.mask_metadata_root
     )
-    flags = common.config(
+    flags = flags_lib.config(
         evaluate.SPEC,
         dataset="custom",
         data_root=info.data_root,
@@ -116,5 +118,5 @@ def test_format_report_by_hand():
 
 
 def test_missing_model_flag(tmp_path):
-    with pytest.raises(ValueError, match="--model"):
-        evaluate.run(common.config(evaluate.SPEC, output_dir=str(tmp_path)))
+    with raises_invalid("model", "dual_sigmoid.keras"):
+        evaluate.run(flags_lib.config(evaluate.SPEC, output_dir=str(tmp_path)))

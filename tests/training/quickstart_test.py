@@ -4,13 +4,14 @@ import json
 
 import pytest
 
-from training import common, evaluate, quickstart
+from training import evaluate, quickstart
+from training import flags as flags_lib
 
 
 @pytest.mark.slow
 def test_quickstart_small(tmp_path):
     outcome = quickstart.run(
-        common.config(
+        flags_lib.config(
             quickstart.SPEC,
             output_dir=str(tmp_path / "run"),
             data_root=str(tmp_path / "data"),

@@ -16,9 +16,9 @@ import pytest
 import keras_dualsig as kd
 
 REPO = Path(__file__).resolve().parents[2]
-EPOCHS = 6
+EPOCHS = 4
 TIMEOUT_SECONDS = 180
-# A try fails only if this process sleeps through 5 epochs of the other one.
+# A try fails only if this process sleeps through 3 epochs of the other one.
 ATTEMPTS = 3
 
 

@@ -10,8 +10,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers.errors import raises_invalid
 
-from training import common, train_classifier
+from training import data as data_lib
+from training import flags as flags_lib
+from training import train_classifier
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,7 +28,7 @@ def data(tiny_data):
 
 
 def test_one_step_writes_every_output(data, tmp_path):
-    flags = common.config(
+    flags = flags_lib.config(
         train_classifier.SPEC,
         **data,
         model_dir=str(tmp_path),
@@ -71,35 +74,35 @@ def test_datasets_override(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.random((32, 32, 32, 3), dtype=np.float32)
     labels = rng.integers(0, 3, 32)
-    train = tf.data.Dataset.from_tensor_slices((images, labels)).batch(16)
-    flags = common.config(
+    train = tf.data.Dataset.from_tensor_slices((images, labels))
+    flags = flags_lib.config(
         train_classifier.SPEC, model_dir=str(tmp_path), epochs=2, batch_size=16
     )
     metrics = train_classifier.run(
         flags,
         datasets_override={
-            "train": train.repeat(2),
-            "steps": 2,
+            "train": train,
             "validation": train,
             "num_classes": 3,
             "image_size": 32,
         },
     )
     assert len(metrics["history"]["loss"]) == 2
+    assert len(metrics["history"]["val_loss"]) == 2
     assert keras.models.load_model(metrics["model_path"]).output.shape == (None, 3)
 
 
 def test_bad_arguments(data, tmp_path):
     with pytest.raises(ValueError, match=r"argument `arch`.*arch='NoSuchNet'"):
         train_classifier.build_classifier("NoSuchNet", 10, 32)
-    flags = common.config(
+    flags = flags_lib.config(
         train_classifier.SPEC, **{**data, "batch_size": 128}, model_dir=str(tmp_path)
     )
-    with pytest.raises(ValueError, match="batch_size=128 exceeds"):
+    with raises_invalid("batch_size", "(64 images)"):
         train_classifier.run(flags)
-    with pytest.raises(ValueError, match="needs --num_classes"):
-        common.dataset_source(
-            common.config(train_classifier.SPEC, **{**data, "num_classes": None})
+    with raises_invalid("num_classes", "--dataset=custom"):
+        data_lib.resolve(
+            flags_lib.config(train_classifier.SPEC, **{**data, "num_classes": None})
         )
 
 
