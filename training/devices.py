@@ -14,8 +14,8 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import logging  # noqa: E402
 
+from keras_dualsig import _keras_internals  # noqa: E402
 from keras_dualsig._errors import check_positive_int, invalid  # noqa: E402
-from training import private_keras  # noqa: E402
 from training.flags import STRATEGIES  # noqa: E402
 
 
@@ -114,7 +114,7 @@ def make_strategy(flags):
         # Workers and this task's index come from the TF_CONFIG variable.
         if "TF_CONFIG" not in os.environ:
             logging.warning("--strategy=multi_worker without TF_CONFIG: one worker.")
-        private_keras.fix_multi_worker_logs()
+        _keras_internals.fix_multi_worker_logs()
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         logging.info(
             "MultiWorkerMirroredStrategy: %d replicas, chief=%s",

@@ -81,19 +81,8 @@ def define_flags():
     flags_lib.define(SPEC)
 
 
-def make_cam(name, model, flags):
-    cls = kd.cams.get(name)
-    if name == "scorecam":
-        return cls(model, max_channels=flags.scorecam_channels)
-    return cls(model)
-
-
 def _gt_boxes(batch):
-    """Padded float boxes -> list of int (n_i, 4), clipped to the map.
-
-    wsolevaluation's rescaling can put a box edge at x = width (one past the
-    last pixel); the metrics need boxes inside the map.
-    """
+    """Padded boxes -> list of int (n_i, 4) for the figures (drawn clipped)."""
     boxes = batch["boxes"].numpy()
     counts = batch["num_boxes"].numpy()
     height, width = batch["image"].shape[1:3]
@@ -255,10 +244,12 @@ def test_batches(source, flags):
 def evaluate_batches(model, batches, flags, figures, num_images=None):
     """The per-batch evaluation of every method on both branches.
 
-    For each batch: both heads' predictions (Top-1 Cls), then per method and
-    branch the maps of the ground-truth class for the WSOL metrics (boxes,
-    masks) and the maps of the predicted class for fidelity (Average Drop,
-    Increase in Confidence); the first images and their maps go to `figures`.
+    `kd.metrics.CAMEvaluation` runs the protocol (docs/method.md,
+    "Evaluation protocol"): both heads' predictions (Top-1 Cls), the maps of
+    the ground-truth class for the WSOL metrics (boxes as `load_wsol` pads
+    them, unclipped, as wsolevaluation makes them; masks), the maps of the
+    predicted class for fidelity. The first images and their maps go to
+    `figures`.
 
     Args:
         model: a DualSigmoidModel.
@@ -274,85 +265,45 @@ def evaluate_batches(model, batches, flags, figures, num_images=None):
     Raises:
         ValueError: if `batches` is empty.
     """
-    methods = list(flags.methods)
-    cams = {m: make_cam(m, model, flags) for m in methods}
-    box_eval = {(m, b): kd.metrics.BoxEvaluator() for m in methods for b in BRANCHES}
-    mask_eval = {(m, b): kd.metrics.MaskEvaluator() for m in methods for b in BRANCHES}
-    fidelity = {
-        (m, b): {k: 0.0 for k in FIDELITY_METRICS} for m in methods for b in BRANCHES
-    }
-    correct = {b: 0 for b in BRANCHES}
-    seen = 0
-    has_boxes = has_masks = False
+    evaluation = kd.metrics.CAMEvaluation(
+        model,
+        list(flags.methods),
+        branches=BRANCHES,
+        confidence=flags.confidence,
+        cam_options={"scorecam": {"max_channels": flags.scorecam_channels}}
+        if "scorecam" in flags.methods
+        else None,
+    )
     logits_fn = tf.function(model.logits, reduce_retracing=True)
     progress = keras.utils.Progbar(num_images, unit_name="image")
+    seen = 0
     for batch in batches:
         images = batch["image"]
         labels = batch["label"].numpy().astype(np.int64)
-        logits = logits_fn(images)
-        predicted = {b: np.argmax(logits[b].numpy(), axis=-1) for b in BRANCHES}
-        for b in BRANCHES:
-            correct[b] += int(np.sum(predicted[b] == labels))
-        top1_correct = predicted["softmax"] == labels
-        gt_boxes = _gt_boxes(batch) if "boxes" in batch else None
-        has_boxes = has_boxes or gt_boxes is not None
-        has_masks = has_masks or "mask" in batch
-        shown = figures.add_images(
-            images.numpy(), _captions(logits, labels, predicted), gt_boxes
+        boxes = batch["boxes"].numpy() if "boxes" in batch else None
+        maps = evaluation.update(
+            images,
+            labels,
+            boxes=boxes,
+            num_boxes=batch["num_boxes"].numpy() if boxes is not None else None,
+            masks=batch["mask"].numpy() if "mask" in batch else None,
+            ignore=batch["ignore"].numpy() if "mask" in batch else None,
         )
-        for method in methods:
-            for branch in BRANCHES:
-                # WSOL: the ground-truth class (docs/method.md, "Evaluation protocol").
-                maps = cams[method](images, labels, branch=branch)
-                if gt_boxes is not None:
-                    box_eval[method, branch].update(
-                        maps, gt_boxes, correct=top1_correct
-                    )
-                if "mask" in batch:
-                    mask_eval[method, branch].update(
-                        maps, batch["mask"].numpy(), batch["ignore"].numpy()
-                    )
-                figures.add_maps(method, branch, maps, shown)
-                # Fidelity: the predicted class k*.
-                maps = _maps_of_predicted(
-                    cams[method],
-                    images,
-                    maps,
-                    predicted["softmax"],
-                    ~top1_correct,
-                    branch,
-                )
-                change = kd.metrics.confidence_change(
-                    model,
-                    images,
-                    maps,
-                    predicted["softmax"],
-                    confidence=flags.confidence,
-                )
-                for key in FIDELITY_METRICS:
-                    fidelity[method, branch][key] += change[key] * len(labels)
+        if figures.room() > 0:
+            logits = logits_fn(images)
+            predicted = {b: np.argmax(logits[b].numpy(), axis=-1) for b in BRANCHES}
+            gt_boxes = _gt_boxes(batch) if boxes is not None else None
+            shown = figures.add_images(
+                images.numpy(), _captions(logits, labels, predicted), gt_boxes
+            )
+            for method, by_branch in maps.items():
+                for branch, branch_maps in by_branch.items():
+                    figures.add_maps(method, branch, branch_maps, shown)
         seen += len(labels)
         progress.add(len(labels))
     if seen == 0:
-        raise ValueError("The test split is empty.")
-
-    results = {
-        "num_images": seen,
-        "top1_cls": {b: 100.0 * correct[b] / seen for b in BRANCHES},
-        "methods": {},
-    }
-    for method in methods:
-        results["methods"][method] = {}
-        for branch in BRANCHES:
-            entry = {}
-            if has_boxes:
-                boxes = box_eval[method, branch].result()
-                entry.update({k: float(boxes[k]) for k in BOX_METRICS})
-            if has_masks:
-                entry["PxAP"] = float(mask_eval[method, branch].result()["PxAP"])
-            entry.update({k: v / seen for k, v in fidelity[method, branch].items()})
-            results["methods"][method][branch] = entry
-    return results
+        raise ValueError("The test split is empty: nothing to evaluate.")
+    return evaluation.result()
 
 
 def _captions(logits, labels, predicted):
@@ -362,28 +313,6 @@ def _captions(logits, labels, predicted):
         f"true {y} | pred {p} ({probs[i, p]:.2f})"
         for i, (y, p) in enumerate(zip(labels, predicted["softmax"], strict=True))
     ]
-
-
-def _maps_of_predicted(cam, images, maps, predicted, wrong, branch):
-    """`maps` (of the true class) with the misclassified images' maps redone.
-
-    Args:
-        cam: the CAM object.
-        images: the batch (B, H, W, 3).
-        maps: float32 (B, H, W) maps of the ground-truth class.
-        predicted: int (B,) predicted classes.
-        wrong: bool (B,), True where the prediction is not the label.
-        branch: "softmax" or "sigmoid".
-
-    Returns:
-        float32 (B, H, W) maps of the predicted class.
-    """
-    wrong = np.flatnonzero(wrong)
-    if not wrong.size:
-        return maps
-    maps = maps.copy()
-    maps[wrong] = cam(tf.gather(images, wrong), predicted[wrong], branch=branch)
-    return maps
 
 
 def write_outputs(results, figures, output_dir):

@@ -8,7 +8,8 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from training import checkpoints, private_keras  # noqa: E402
+from keras_dualsig import _keras_internals  # noqa: E402
+from training import checkpoints  # noqa: E402
 
 
 def fit(model, flags, train, steps, validation, first_epoch, history, chief, record):
@@ -44,7 +45,7 @@ def fit(model, flags, train, steps, validation, first_epoch, history, chief, rec
     if validation is not None:
         validation = _shard_by_data(validation)
     if tf.distribute.has_strategy():
-        private_keras.build_without_reading(model, train)
+        _keras_internals.build_without_reading(model, train)
     model.fit(
         train,
         epochs=flags.epochs,

@@ -1,6 +1,6 @@
 """The training scripts' optimizer: SGD with Nesterov momentum and step decay.
 
-The authors' recipe (METHOD.md): SGD, Nesterov momentum 0.9, weight decay,
+The authors' recipe (docs/method.md, "Training recipe"): SGD, Nesterov momentum 0.9, weight decay,
 the learning rate multiplied by --decay_factor every --decay_every epochs.
 """
 

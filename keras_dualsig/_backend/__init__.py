@@ -90,8 +90,8 @@ def require_tensorflow(feature):
         import tensorflow as tf
     except ImportError as err:
         raise ImportError(
-            f"{feature} needs TensorFlow, which is not installed (Keras runs on "
-            f"the {keras.backend.backend()!r} backend here). Install it beside "
+            f"TensorFlow is needed by {feature} and is not installed (Keras "
+            f"runs on the {keras.backend.backend()!r} backend here). Install it beside "
             "your backend with `pip install tensorflow-cpu` (tf.data and "
             "tf-keras-vis work with any Keras backend installed next to "
             "TensorFlow), or use the backend-independent parts of keras_dualsig "
