@@ -13,9 +13,12 @@ model's float32 logits. docs/method.md, section "Fidelity metrics", gives the
 formulas and the confidence options.
 """
 
+import weakref
+
 import cv2
 import numpy as np
 
+from keras_dualsig import _backend
 from keras_dualsig._classifier import classifier_of
 from keras_dualsig._errors import (
     as_array,
@@ -101,6 +104,19 @@ def _softmax(logits):
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
+# One compiled logits function per model, reused by every metric call (a new
+# compilation per call would cost more than the model's forward pass).
+_COMPILED_LOGITS = weakref.WeakKeyDictionary()
+
+
+def _compiled_logits(model):
+    """Compiled `images -> {branch: float32 logits}` of a model (inference)."""
+    if model not in _COMPILED_LOGITS:
+        classifier = classifier_of(model)
+        _COMPILED_LOGITS[model] = _backend.compile(classifier.logits, model.variables)
+    return _COMPILED_LOGITS[model]
+
+
 class _Scorer:
     """Batched class confidences of one model.
 
@@ -112,7 +128,7 @@ class _Scorer:
     def __init__(self, model, confidence, batch_size):
         self.confidence = check_choice(confidence, "confidence", CONFIDENCES)
         self.batch_size = check_positive_int(batch_size, "batch_size")
-        self.logits_fn = classifier_of(model).logits
+        self.logits_fn = _compiled_logits(model)
         self.model_name = getattr(model, "name", type(model).__name__)
 
     def logits(self, images):
