@@ -64,6 +64,39 @@ def is_final_activation_layer(layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_dualsig")
+class TokenPooling(keras.layers.Layer):
+    """Token sequence (B, N, D) -> (B, D): one token, or the mean of all.
+
+    The head of a transformer classifier pools its tokens with a plain op
+    (`x[:, 0]` for the class token, `ops.mean(x, axis=1)`), which is not a
+    layer of the model; the Head runs this layer instead, which computes the
+    same op, so the softmax output stays bit-identical.
+
+    Args:
+        mode: "index" (`x[:, index]`) or "mean" (`mean(x, axis=1)`).
+        index: the token kept by "index" (0: the class token).
+        **kwargs: Layer arguments (dtype: the token tensor's, so nothing is
+            cast).
+    """
+
+    def __init__(self, mode="index", index=0, **kwargs):
+        super().__init__(**kwargs)
+        self.mode = check_choice(mode, "mode", ("index", "mean"))
+        self.index = int(index)
+
+    def call(self, tokens):
+        if self.mode == "index":
+            return tokens[:, self.index]
+        return ops.mean(tokens, axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode, "index": self.index}
+
+
+@keras.saving.register_keras_serializable(package="keras_dualsig")
 class Head:
     """A chain of layers from a feature map to class scores.
 
@@ -254,15 +287,37 @@ def _check_classifier(model):
 
 
 def _is_reduction(layer, output):
-    if isinstance(layer, _GLOBAL_POOLS):
+    if isinstance(
+        layer, (*_GLOBAL_POOLS, keras.layers.GlobalAveragePooling1D, TokenPooling)
+    ):
         return True
     return isinstance(layer, keras.layers.Reshape) and len(output.shape) == 2
 
 
 def _is_spatial(tensor):
-    """Rank 4 with H and W not both 1 (unknown sizes count as spatial)."""
+    """A feature map or a token sequence the head starts at.
+
+    Rank 4 with H and W not both 1, or rank 3 with more than one token
+    (unknown sizes count).
+    """
     shape = tensor.shape
+    if len(shape) == 3:
+        return shape[1] != 1
     return len(shape) == 4 and not (shape[1] == 1 and shape[2] == 1)
+
+
+def _head_layer(layer, node):
+    """The layer the Head runs for a node: the node's own, or a TokenPooling."""
+    reduction = _keras_internals.token_reduction(layer, node)
+    if reduction is None:
+        return layer
+    mode, index = reduction
+    return TokenPooling(
+        mode,
+        index or 0,
+        dtype=node.input_tensors[0].dtype,
+        name=f"kd_token_{mode}" if mode == "mean" else f"kd_token_{index}",
+    )
 
 
 def _walk_head(model, output, head_start):
@@ -278,27 +333,31 @@ def _walk_head(model, output, head_start):
         if len(node.input_tensors) != 1:
             merge = layer.name
             break
-        chain.append((layer, node))
-        is_reduction = _is_reduction(layer, tensor)
+        head_layer = _head_layer(layer, node)
+        chain.append((head_layer, node))
+        is_reduction = _is_reduction(head_layer, tensor)
         tensor = node.input_tensors[0]
         if head_start is not None:
             if layer.name != head_start:
                 continue
-            if len(tensor.shape) != 4:
+            if len(tensor.shape) not in (3, 4):
                 raise invalid(
                     "head_start",
                     "the name of a head layer whose input is a rank-4 feature "
-                    "map (batch, height, width, channels)",
+                    "map (batch, height, width, channels) or a token sequence "
+                    "(batch, tokens, channels)",
                     received=f"{head_start!r} (its input has shape "
                     f"{tuple(tensor.shape)})",
                 )
             return chain, tensor
-        if isinstance(layer, _GLOBAL_POOLS) and seen_weights and len(tensor.shape) == 4:
-            # A global pooling or Flatten of a rank-4 map, with weights after
-            # it, ends the head even when small inputs shrank the map to 1x1.
+        pools = is_reduction and not isinstance(head_layer, keras.layers.Reshape)
+        if pools and seen_weights and len(tensor.shape) in (3, 4):
+            # A global pooling, Flatten or token pooling of a map, with
+            # weights after it, ends the head even when small inputs shrank
+            # the map to 1x1.
             return chain, tensor
         seen_reduction = seen_reduction or is_reduction
-        seen_weights = seen_weights or bool(layer.weights)
+        seen_weights = seen_weights or bool(getattr(layer, "weights", None))
         if seen_reduction and seen_weights and _is_spatial(tensor):
             return chain, tensor
     names = [layer.name for layer, _ in chain]
@@ -349,9 +408,10 @@ def split_classifier(model, head_start=None):
 
     The head is found by the rule of docs/method.md ("Finding the head"): walk
     back from the output until both a spatial reduction (global pooling,
-    Flatten, Reshape to rank 2) and a layer with weights have been passed, and
-    stop at the first tensor that is a spatial feature map (rank 4, H and W
-    not both 1).
+    Flatten, Reshape to rank 2, or a token pooling: `x[:, i]`,
+    `ops.mean(x, axis=1)`, GlobalAveragePooling1D) and a layer with weights
+    have been passed, and stop at the first tensor that is a spatial feature
+    map (rank 4, H and W not both 1) or a token sequence (rank 3).
 
     Args:
         model: a built keras.Model (Functional or Sequential) with one output
@@ -375,7 +435,12 @@ def split_classifier(model, head_start=None):
     num_logit_layers, logits = _logits_rule(layers)
     head = Head(
         layers,
-        [_keras_internals.call_kwargs(node) for _, node in chain],
+        [
+            {}
+            if isinstance(layer, TokenPooling)
+            else _keras_internals.call_kwargs(node)
+            for layer, node in chain
+        ],
         num_logit_layers=num_logit_layers,
         logits=logits,
     )

@@ -133,3 +133,43 @@ def build_without_reading(model, dataset):
     """
     model._symbolic_build(data_batch=dataset.element_spec)
     model._distribute_strategy = None
+
+
+def token_reduction(operation, node):
+    """How an op node reduces a token sequence (B, N, D) to (B, D), if it does.
+
+    Why: keras-hub's ViT, DeiT and Swin classifiers (and hand-built ViTs) pool
+    their tokens with plain ops in the Functional graph, `x[:, 0]` (a
+    `GetItem` operation whose key is a node argument) or `ops.mean(x, axis=1)`
+    (a `Mean` operation with an `axis` attribute), not with layers. Their
+    classes live in keras/src/ops/numpy.py (checked on Keras 3.15).
+
+    Args:
+        operation: the producer of a tensor (from `producer`).
+        node: its node.
+
+    Returns:
+        ("index", i) for `x[:, i]`, ("mean", None) for a mean over axis 1
+        without keepdims, or None for anything else.
+    """
+    from keras.src.ops import numpy as knp
+
+    inputs = node.input_tensors
+    if len(inputs) != 1 or len(inputs[0].shape) != 3:
+        return None
+    if isinstance(operation, knp.GetItem):
+        key = node.arguments.args[1] if len(node.arguments.args) > 1 else None
+        if (
+            isinstance(key, tuple)
+            and len(key) == 2
+            and key[0] == slice(None)
+            and isinstance(key[1], int)
+        ):
+            return ("index", key[1])
+        return None
+    if isinstance(operation, knp.Mean):
+        axis = operation.axis
+        axis = tuple(axis) if isinstance(axis, list | tuple) else (axis,)
+        if axis in ((1,), (-2,)) and not operation.keepdims:
+            return ("mean", None)
+    return None

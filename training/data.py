@@ -21,7 +21,7 @@ import tensorflow as tf  # noqa: E402
 
 import keras_dualsig as kd  # noqa: E402
 from keras_dualsig._errors import check_int, check_positive_int, invalid  # noqa: E402
-from training import models  # noqa: E402
+from training import keras_hub_archs, models  # noqa: E402
 
 # Split sizes of the embedded dataset ("full" keeps the library's defaults).
 EMBEDDED_SIZES = {
@@ -58,12 +58,19 @@ def preprocess_for(arch):
     """
     if arch in (None, "small_cnn"):
         return None
+    if keras_hub_archs.is_keras_hub(arch):
+        return keras_hub_archs.preprocess_for(arch)
     for prefix, module in sorted(
         _PREPROCESS_MODULES.items(), key=lambda kv: -len(kv[0])
     ):
         if arch.startswith(prefix):
             return getattr(keras.applications, module).preprocess_input
-    raise invalid("arch", "'small_cnn' or a keras.applications model name", arch)
+    raise invalid(
+        "arch",
+        "'small_cnn', 'vit_tiny', 'keras_hub:<preset>' or a keras.applications "
+        "model name",
+        arch,
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,6 +25,7 @@ from training import (  # noqa: E402
     devices,
     files,
     fitting,
+    keras_hub_archs,
     models,
     optimizer,
 )
@@ -36,7 +37,12 @@ SPEC = [
     *flags_lib.COMMON,
     *optimizer.FLAGS,
     *checkpoints.FLAGS,
-    flag("arch", "small_cnn", "small_cnn or a keras.applications name."),
+    flag(
+        "arch",
+        "small_cnn",
+        "small_cnn, a keras.applications name (ResNet50, ...), vit_tiny (a small "
+        "keras-hub ViT, offline) or keras_hub:<preset> (downloaded).",
+    ),
     flag("pretrained", False, "Start from ImageNet weights (downloads them)."),
     flag(
         "epochs",
@@ -63,14 +69,23 @@ def define_flags():
 
 
 def build_classifier(arch, num_classes, image_size, pretrained=False, dropout=0.3):
-    """The small CNN, or a keras.applications backbone + GAP -> Dropout -> Dense."""
+    """The small CNN, a keras-hub model, or keras.applications + GAP -> Dense.
+
+    keras-hub: `vit_tiny` (offline) or `keras_hub:<preset>` (see
+    training/keras_hub_archs.py).
+    """
     if arch == "small_cnn":
         return kd.small_cnn(num_classes, (image_size, image_size, 3), dropout=dropout)
+    if keras_hub_archs.is_keras_hub(arch):
+        return keras_hub_archs.build(
+            arch, num_classes, image_size, pretrained=pretrained, dropout=dropout
+        )
     constructor = getattr(keras.applications, arch, None)
     if constructor is None:
         raise invalid(
             "arch",
-            "'small_cnn' or a keras.applications model name such as 'ResNet50'",
+            "'small_cnn', 'vit_tiny', 'keras_hub:<preset>' or a keras.applications "
+            "model name such as 'ResNet50'",
             arch,
         )
     try:
