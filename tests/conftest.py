@@ -33,8 +33,13 @@ PORTABLE = (
     "classifier_test.py",
     "head_test.py",
     "keras_internals_test.py",
+    "metrics/bootstrap_test.py",
     "metrics/boxes_test.py",
     "metrics/fidelity_test.py",
+    "metrics/outcomes_test.py",
+    "metrics/pointing_game_test.py",
+    "metrics/randomization_test.py",
+    "metrics/road_test.py",
     "vis_test.py",
 )
 _TESTS = pathlib.Path(__file__).parent
