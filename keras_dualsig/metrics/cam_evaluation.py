@@ -8,6 +8,11 @@ Drop and Increase in Confidence) from maps of the softmax head's predicted
 class, and Top-1 classification accuracy per branch. The training script and
 the evaluation notebook both run this one object, so their numbers cannot
 drift apart. docs/method.md, section "Evaluation protocol".
+
+Beyond the paper it keeps every image's outcome of every metric, for
+bootstrap confidence intervals and paired sigmoid-minus-softmax differences
+(`result(intervals=True)`, `_intervals`), and scores the class-discrimination
+test on two-object images (`update_pairs`).
 """
 
 import inspect
@@ -16,14 +21,30 @@ import numpy as np
 
 from keras_dualsig import cams
 from keras_dualsig._classifier import classifier_of
-from keras_dualsig._errors import as_array, check_class_index, invalid
-from keras_dualsig.metrics import fidelity, wsol
+from keras_dualsig._errors import as_array, check_bool, check_class_index, invalid
+from keras_dualsig.metrics import _intervals, fidelity, pointing_game, road, wsol
 
 BRANCHES = ("softmax", "sigmoid")
 # The metrics of one (method, branch) entry of `result()`, in order.
 BOX_METRICS = ("Top-1 Loc", "GT-known Loc", "MaxBoxAccV2")
+POINTING_METRICS = pointing_game.KEYS
 MASK_METRICS = ("PxAP",)
 FIDELITY_METRICS = ("Average Drop", "Increase in Confidence")
+GAIN_METRIC = "Average Gain"
+PAIR_METRICS = pointing_game.PAIR_KEYS
+# Optional causal metrics (`causal_metrics`), each with its result keys.
+CAUSAL_METRICS = {
+    "road": ("ROAD MoRF", "ROAD LeRF", "ROAD combined"),
+    "deletion": ("Deletion AUC",),
+    "insertion": ("Insertion AUC",),
+}
+_CAUSAL_FUNCTIONS = {
+    "road": road.road,
+    "deletion": fidelity.deletion_auc,
+    "insertion": fidelity.insertion_auc,
+}
+# Arguments CAMEvaluation sets itself, not through `causal_options`.
+_CAUSAL_RESERVED = ("class_index", "confidence", "return_per_image", "return_curves")
 # Images per model call when scoring explanation images (confidence_change's
 # default).
 _SCORE_BATCH_SIZE = 32
@@ -86,6 +107,49 @@ def _check_options(options, argument, keys=None):
                 options,
             )
     return dict(options)
+
+
+def _check_causal(causal_metrics, causal_options):
+    """Names from CAUSAL_METRICS, and their options checked against each function."""
+    expected = (
+        f"a sequence of distinct names from {list(CAUSAL_METRICS)} (e.g. "
+        '("road",)), or ()'
+    )
+    if (
+        isinstance(causal_metrics, str)
+        or not isinstance(causal_metrics, list | tuple)
+        or len(set(causal_metrics)) != len(causal_metrics)
+        or any(name not in CAUSAL_METRICS for name in causal_metrics)
+    ):
+        raise invalid("causal_metrics", expected, causal_metrics)
+    options = {} if causal_options is None else causal_options
+    if (
+        not isinstance(options, dict)
+        or any(key not in causal_metrics for key in options)
+        or not all(isinstance(value, dict) for value in options.values())
+    ):
+        raise invalid(
+            "causal_options",
+            f"None or a dict from names in {list(causal_metrics)} (the "
+            "`causal_metrics`) to dicts of keyword arguments, e.g. "
+            "{'road': {'seed': 0}}",
+            causal_options,
+        )
+    for name, kwargs in options.items():
+        reserved = [key for key in kwargs if key in _CAUSAL_RESERVED]
+        function = _CAUSAL_FUNCTIONS[name]
+        try:
+            if reserved:
+                raise TypeError(f"{reserved} are set by CAMEvaluation")
+            inspect.signature(function).bind(None, None, None, **kwargs)
+        except TypeError as err:
+            raise invalid(
+                "causal_options",
+                f"keyword arguments that kd.metrics.{function.__name__} accepts "
+                f"({err})",
+                options,
+            ) from err
+    return tuple(causal_metrics), options
 
 
 def _build(cls, args, options, argument):
@@ -181,14 +245,24 @@ class CAMEvaluation:
     1. one forward gives both heads' logits: Top-1 Cls per branch, and the
        softmax head's prediction k*;
     2. for each method and branch, maps of the ground-truth class feed
-       `BoxEvaluator` (with `correct` = k* == label, for Top-1 Loc) and/or
-       `MaskEvaluator`;
+       `BoxEvaluator` (with `correct` = k* == label, for Top-1 Loc) and the
+       pointing games (`kd.metrics.pointing_game`) and/or `MaskEvaluator`;
     3. the same maps, recomputed for the images where k* != label, are maps
-       of k*: they give Average Drop and Increase in Confidence (confidence
-       of k*, see `confidence`).
+       of k*: they give Average Drop, Increase in Confidence and Average Gain
+       (confidence of k*, see `confidence`), and the optional
+       `causal_metrics` (ROAD, deletion, insertion).
 
-    State is plain arrays: per-branch correctness and per-image fidelity terms
-    (concatenated over batches), and the evaluators' counters and histograms.
+    `update_pairs` adds the class-discrimination test
+    (`kd.metrics.pair_pointing_game`) on images of two objects of different
+    classes, e.g. the "test_pairs" split of `kd.datasets.cluttered_mnist`.
+
+    Every image's outcome of every metric is kept (bounded: a few bits per
+    image and CAM threshold for the box metrics, two histograms per image
+    for PxAP, one number per image otherwise), so that
+    `result(intervals=True)` gives seeded bootstrap confidence intervals
+    and, for two branches, the sigmoid-minus-softmax differences with
+    paired-bootstrap intervals; `outcomes()` / `save_outcomes(path)` hand
+    the per-image arrays over for any further analysis.
 
     Args:
         model: a `kd.DualSigmoidModel`, or a plain Keras classifier (then
@@ -205,6 +279,18 @@ class CAMEvaluation:
         box_options: optional `kd.metrics.BoxEvaluator` arguments, e.g.
             `{"gt_box_mode": "first"}`.
         mask_options: optional `kd.metrics.MaskEvaluator` arguments.
+        causal_metrics: optional names among "road" (`kd.metrics.road`),
+            "deletion" and "insertion" (`kd.metrics.deletion_auc`,
+            `insertion_auc`), computed on the maps of k* like Average Drop.
+            They cost many model calls (and sparse solves for ROAD) per
+            image. Default none.
+        causal_options: optional dict from those names to their keyword
+            arguments, e.g. `{"road": {"seed": 0}, "deletion": {"steps":
+            96}}` (not `class_index`, `confidence` nor the return flags). A
+            ROAD seed is combined with the batch's index, so batches get
+            different noise.
+        keep_outcomes: keep the per-image outcomes (default True; needed by
+            `result(intervals=True)`, `outcomes()` and `save_outcomes`).
 
     Attributes:
         cams: dict method -> the CAM object.
@@ -215,8 +301,9 @@ class CAMEvaluation:
     Raises:
         ValueError: (Keras template) for unknown or repeated methods or
             branches, "sigmoid" branches or confidences on a plain classifier,
-            options a constructor does not accept, or a model without a
-            recognisable classifier head.
+            options a constructor or function does not accept, unknown
+            causal metrics, or a model without a recognisable classifier
+            head.
 
     Example:
 
@@ -231,6 +318,8 @@ class CAMEvaluation:
     evaluation.result()
     # {'num_images': 5794, 'top1_cls': {'softmax': ..., 'sigmoid': ...},
     #  'methods': {'gradcam': {'softmax': {'Top-1 Loc': ..., ...}, ...}}}
+    evaluation.result(intervals=True)["methods"]["gradcam"]["delta"]
+    # {'Top-1 Loc': {'value': 4.1, 'CI': [2.9, 5.3]}, ...}
     ```
     """
 
@@ -244,6 +333,9 @@ class CAMEvaluation:
         cam_options=None,
         box_options=None,
         mask_options=None,
+        causal_metrics=(),
+        causal_options=None,
+        keep_outcomes=True,
     ):
         self.model = model
         self.methods = _check_methods(methods)
@@ -251,16 +343,21 @@ class CAMEvaluation:
         self.branches = _check_branches(branches, is_dual)
         self._scorer = fidelity._Scorer(model, confidence, _SCORE_BATCH_SIZE)
         self.confidence = self._scorer.confidence
-        if self.confidence != "softmax" and not is_dual:
-            raise invalid(
-                "confidence",
-                '"softmax" for a model without a sigmoid branch '
-                '("sigmoid_softmax" and "sigmoid" need a DualSigmoidModel)',
-                self.confidence,
-            )
         cam_options = _check_options(cam_options, "cam_options", keys=self.methods)
         self._box_options = _check_options(box_options, "box_options")
         self._mask_options = _check_options(mask_options, "mask_options")
+        self.causal_metrics, self._causal_options = _check_causal(
+            causal_metrics, causal_options
+        )
+        self.keep_outcomes = check_bool(keep_outcomes, "keep_outcomes")
+        for options in (self._box_options, self._mask_options):
+            if "keep_outcomes" in options:
+                raise invalid(
+                    "box_options" if options is self._box_options else "mask_options",
+                    "evaluator arguments other than keep_outcomes (set by "
+                    "CAMEvaluation's own `keep_outcomes`)",
+                    options,
+                )
         self.cams = {
             name: _build(
                 cams.get(name), (model,), cam_options.get(name, {}), "cam_options"
@@ -276,20 +373,38 @@ class CAMEvaluation:
     def _keys(self):
         return [(method, branch) for method in self.methods for branch in self.branches]
 
+    def _metric_names(self):
+        """The per-image metrics kept as plain arrays, in result order."""
+        names = [*FIDELITY_METRICS, GAIN_METRIC]
+        for name in self.causal_metrics:
+            names.extend(CAUSAL_METRICS[name])
+        return names
+
     def reset(self):
         """Forgets every batch seen so far."""
+        keep = {"keep_outcomes": self.keep_outcomes}
         self.box_evaluators = {
-            key: wsol.BoxEvaluator(**self._box_options) for key in self._keys()
+            key: wsol.BoxEvaluator(**self._box_options, **keep) for key in self._keys()
         }
         self.mask_evaluators = {
-            key: wsol.MaskEvaluator(**self._mask_options) for key in self._keys()
+            key: wsol.MaskEvaluator(**self._mask_options, **keep)
+            for key in self._keys()
         }
         self._num_images = 0
-        # Per image, one array per batch: the branch's argmax == label.
+        self._num_batches = 0
+        # Per image, one array per batch: labels, k*, and per branch
+        # argmax == label.
+        self._labels, self._predicted = [], []
         self._correct = {branch: [] for branch in self.branches}
-        # Per image and (method, branch): max(0, Y - O) / Y and O > Y.
-        self._drops = {key: [] for key in self._keys()}
-        self._increases = {key: [] for key in self._keys()}
+        # Per image and (method, branch): max(0, Y - O) / Y, O > Y, the
+        # Average Gain term, the pointing-game outcomes, the causal scores.
+        names = [*self._metric_names(), *POINTING_METRICS]
+        self._terms = {key: {name: [] for name in names} for key in self._keys()}
+        # The pairs test: per pair image, (K,) outcomes per (method, branch).
+        self._pair_labels = []
+        self._pair_terms = {
+            key: {name: [] for name in PAIR_METRICS} for key in self._keys()
+        }
         # None until the first update; then whether boxes / masks were given.
         self._given = {"boxes": None, "masks": None}
 
@@ -358,6 +473,11 @@ class CAMEvaluation:
         rows = np.arange(batch)
         # Y: the confidence of k* on the images, shared by every method.
         y = self._scorer.probabilities(logits)[rows, predicted]
+        regions = None
+        if gt_boxes is not None:
+            regions = np.stack(
+                [pointing_game.box_region(b, height, width) for b in gt_boxes]
+            )
         maps_out = {}
         for method in self.methods:
             cam = self.cams[method]
@@ -370,12 +490,18 @@ class CAMEvaluation:
                     self.box_evaluators[key].update(
                         maps, gt_boxes, correct=top1_correct
                     )
+                    hit, energy = pointing_game.pointing_terms(maps, regions)
+                    self._terms[key]["Pointing game"].append(hit)
+                    self._terms[key]["Energy pointing game"].append(energy)
                 if masks is not None:
                     self.mask_evaluators[key].update(maps, masks, ignore)
                 self._add_fidelity(key, cam, images, maps, predicted, wrong, y)
         for branch in self.branches:
             self._correct[branch].append(np.argmax(logits[branch], axis=-1) == labels)
+        self._labels.append(labels)
+        self._predicted.append(predicted)
         self._num_images += batch
+        self._num_batches += 1
         return maps_out
 
     def _add_fidelity(self, key, cam, images, maps, predicted, wrong, y):
@@ -384,48 +510,276 @@ class CAMEvaluation:
             maps = maps.copy()
             maps[wrong] = cam(images[wrong], predicted[wrong], branch=key[1])
         o = self._scorer.scores(images * maps[..., None], predicted)
-        drop, increase = fidelity._drops_and_increases(y, o)
-        self._drops[key].append(drop)
-        self._increases[key].append(increase)
+        terms = dict(
+            zip(
+                (*FIDELITY_METRICS, GAIN_METRIC),
+                fidelity._confidence_terms(y, o),
+                strict=True,
+            )
+        )
+        for name in self.causal_metrics:
+            terms.update(self._causal_terms(name, images, maps, predicted))
+        for name, values in terms.items():
+            self._terms[key][name].append(values)
 
-    def result(self):
+    def _causal_terms(self, name, images, maps, predicted):
+        """Per-image scores of one causal metric on maps of k*."""
+        options = dict(self._causal_options.get(name, {}))
+        function = _CAUSAL_FUNCTIONS[name]
+        common = {"confidence": self.confidence}
+        if name == "road":
+            if options.get("seed") is not None:
+                # Each batch its own noise, reproducibly.
+                sequence = np.random.SeedSequence([options["seed"], self._num_batches])
+                options["seed"] = int(sequence.generate_state(1)[0])
+            _, per_image = function(
+                self.model,
+                images,
+                maps,
+                predicted,
+                **common,
+                **options,
+                return_per_image=True,
+            )
+            return per_image
+        _, aucs, _ = function(
+            self.model, images, maps, predicted, **common, **options, return_curves=True
+        )
+        return {CAUSAL_METRICS[name][0]: aucs}
+
+    def update_pairs(self, images, labels, boxes):
+        """Scores one batch of the class-discrimination test (two classes per image).
+
+        For every image and each of its classes, every method's map of that
+        class on every branch is scored against that class's own box with
+        the pointing game and the energy-based pointing game
+        (`kd.metrics.pair_pointing_game`). `result()` then has "Pointing
+        game (pairs)" and "Energy pointing game (pairs)" per branch, and
+        "num_pair_images". Independent of `update` (other images).
+
+        Args:
+            images: float (batch, height, width, channels), the model's
+                inputs, e.g. `info.load_pairs()` batches of
+                `kd.datasets.cluttered_mnist`.
+            labels: int (batch, K), K >= 2 distinct classes per image.
+            boxes: int (batch, K, 4): the box of each class's object,
+                x0, y0, x1, y1 in image pixels, inclusive corners.
+
+        Raises:
+            ValueError: (Keras template) for bad images, labels or boxes;
+                nothing is changed then.
+        """
+        images = fidelity._check_images(images)
+        batch, height, width = images.shape[:3]
+        labels, boxes = pointing_game._check_pairs(
+            labels, boxes, batch, height, width, self._num_classes
+        )
+        if self._pair_labels and labels.shape[1] != self._pair_labels[0].shape[1]:
+            raise invalid(
+                "labels",
+                f"{self._pair_labels[0].shape[1]} classes per image, as in "
+                "earlier batches",
+                labels,
+            )
+        for method in self.methods:
+            for branch in self.branches:
+                _, terms = pointing_game.pair_pointing_game(
+                    self.cams[method],
+                    images,
+                    labels,
+                    boxes,
+                    branch=branch,
+                    return_per_image=True,
+                )
+                for name, values in terms.items():
+                    self._pair_terms[method, branch][name].append(values)
+        self._pair_labels.append(labels)
+
+    def result(self, intervals=False, *, level=0.95, num_resamples=1000, seed=0):
         """The metrics over every batch since the last reset.
+
+        Args:
+            intervals: also give bootstrap confidence intervals (needs
+                `keep_outcomes`): the images are resampled with replacement
+                `num_resamples` times (the same resamples for every metric,
+                method and branch; the pairs test resamples its own
+                images) and each metric is recomputed exactly from the
+                per-image outcomes (`kd.metrics.bootstrap_interval`).
+            level: the intervals' coverage, default 0.95.
+            num_resamples: bootstrap resamples, default 1000.
+            seed: the resamples' seed, default 0 (the same intervals every
+                run).
 
         Returns:
             The structure training/evaluate.py writes to results.json (less
             its "dataset" name): `{"num_images": int, "top1_cls": {branch:
             float}, "methods": {method: {branch: {metric: float}}}}`. Each
-            entry has "Top-1 Loc", "GT-known Loc", "MaxBoxAccV2" if boxes
-            were given, "PxAP" if masks were given, then "Average Drop" and
-            "Increase in Confidence". Percentages in [0, 100]; NaN before the
-            first update.
+            entry has "Top-1 Loc", "GT-known Loc", "MaxBoxAccV2", "Pointing
+            game", "Energy pointing game" if boxes were given, "PxAP" if
+            masks were given, then "Average Drop", "Increase in
+            Confidence", "Average Gain", the keys of the `causal_metrics`
+            ("ROAD MoRF", "ROAD LeRF", "ROAD combined", "Deletion AUC",
+            "Insertion AUC"), and after `update_pairs` "Pointing game
+            (pairs)" and "Energy pointing game (pairs)" (with a top-level
+            "num_pair_images"). Percentages in [0, 100], except ROAD
+            (confidence differences in [-1, 1]) and the AUCs ([0, 1]); NaN
+            before the first update.
+
+            With `intervals`, each entry also has "<metric> CI": [low, high]
+            after each metric, the top level "top1_cls CI": {branch: [low,
+            high]}, and with both branches each method has "delta":
+            {metric: {"value": sigmoid - softmax, "CI": [low, high]}}, the
+            paired-bootstrap interval of the difference (the same resampled
+            images for both branches): a difference whose interval excludes
+            0 is significant at 1 - level.
+
+        Raises:
+            ValueError: for `intervals` without `keep_outcomes`, or a bad
+                `level`, `num_resamples` or `seed`.
         """
-        count = self._num_images
+        intervals = check_bool(intervals, "intervals")
         results = {
-            "num_images": count,
+            "num_images": self._num_images,
             "top1_cls": {
                 branch: _percent(self._correct[branch]) for branch in self.branches
             },
             "methods": {},
         }
+        if self._pair_labels:
+            results["num_pair_images"] = int(sum(len(x) for x in self._pair_labels))
         for method in self.methods:
-            results["methods"][method] = {}
-            for branch in self.branches:
-                key = (method, branch)
-                entry = {}
-                if self._given["boxes"]:
-                    boxes = self.box_evaluators[key].result()
-                    entry.update({k: float(boxes[k]) for k in BOX_METRICS})
-                if self._given["masks"]:
-                    entry["PxAP"] = float(self.mask_evaluators[key].result()["PxAP"])
-                entry["Average Drop"] = _percent(self._drops[key])
-                entry["Increase in Confidence"] = _percent(self._increases[key])
-                results["methods"][method][branch] = entry
-        return results
+            results["methods"][method] = {
+                branch: self._entry((method, branch)) for branch in self.branches
+            }
+        if not intervals:
+            return results
+        if not self.keep_outcomes:
+            raise invalid(
+                "intervals",
+                "False when the evaluation does not keep outcomes "
+                "(CAMEvaluation(..., keep_outcomes=True) is needed for intervals)",
+                intervals,
+            )
+        return _intervals.with_intervals(
+            results,
+            self.outcomes(),
+            level=level,
+            num_resamples=num_resamples,
+            seed=seed,
+        )
+
+    def _entry(self, key):
+        """One (method, branch) entry of `result()`."""
+        entry = {}
+        terms = self._terms[key]
+        if self._given["boxes"]:
+            boxes = self.box_evaluators[key].result()
+            entry.update({k: float(boxes[k]) for k in BOX_METRICS})
+            entry.update({k: _percent(terms[k]) for k in POINTING_METRICS})
+        if self._given["masks"]:
+            entry["PxAP"] = float(self.mask_evaluators[key].result()["PxAP"])
+        for name in self._metric_names():
+            scale = _intervals.SCALES.get(name, 100.0)
+            entry[name] = _percent(terms[name], scale)
+        if self._pair_labels:
+            entry.update({k: _percent(self._pair_terms[key][k]) for k in PAIR_METRICS})
+        return entry
+
+    def outcomes(self):
+        """Every image's outcome of every metric, as plain arrays.
+
+        Keys ("<m>/<b>" stands for "methods/<method>/<branch>"):
+
+        - "labels", "predicted": int64 (N,) labels and the softmax head's
+          prediction k*; "top1_cls/<branch>": bool (N,) argmax == label.
+        - "<m>/<b>/Average Drop": float64 (N,) `max(0, Y - O) / Y`;
+          "<m>/<b>/Increase in Confidence": bool (N,) `O > Y`;
+          "<m>/<b>/Average Gain": float64 (N,) `max(0, O - Y) / (1 - Y)`;
+          the causal metrics' per-image scores under their result keys.
+          Each metric is 100 times the mean (ROAD and the AUCs: the mean).
+        - With boxes: "cam_thresholds" (T,), "iou_thresholds" (D,),
+          "<m>/<b>/BoxAcc@d" bool (N, T) per IoU threshold d and
+          "<m>/<b>/BoxAcc" (largest contour, IoU 0.5) as
+          `BoxEvaluator.outcomes`; "<m>/<b>/GT-known Loc", "<m>/<b>/Top-1
+          Loc", "<m>/<b>/Pointing game" bool (N,), "<m>/<b>/Energy
+          pointing game" float64 (N,) in [0, 1]. MaxBoxAccV2 is the mean
+          over d of `100 * max_t mean_n BoxAcc@d`.
+        - With masks: "pxap_bin_edges" and "<m>/<b>/PxAP histograms" (N, 2,
+          bins), as `MaskEvaluator.outcomes`: PxAP is
+          `kd.metrics.pxap(histograms.sum(axis=0))`.
+        - After `update_pairs`: "pair_labels" int64 (P, K), "<m>/<b>/Pointing
+          game (pairs)" bool (P, K) and "<m>/<b>/Energy pointing game
+          (pairs)" float64 (P, K).
+
+        Returns:
+            dict of NumPy arrays (what `save_outcomes` writes).
+
+        Raises:
+            ValueError: when the evaluation does not keep outcomes.
+        """
+        if not self.keep_outcomes:
+            raise invalid(
+                "keep_outcomes",
+                "True (CAMEvaluation(..., keep_outcomes=True)) to read outcomes()",
+                self.keep_outcomes,
+            )
+        out = {
+            "labels": _concatenate(self._labels, np.int64),
+            "predicted": _concatenate(self._predicted, np.int64),
+        }
+        for branch in self.branches:
+            out[f"top1_cls/{branch}"] = _concatenate(self._correct[branch], bool)
+        for key in self._keys():
+            prefix = "methods/{}/{}/".format(*key)
+            names = list(self._metric_names())
+            if self._given["boxes"]:
+                names += list(POINTING_METRICS)
+                box = self.box_evaluators[key].outcomes()
+                out["cam_thresholds"] = box.pop("cam_thresholds")
+                out["iou_thresholds"] = np.array(
+                    self.box_evaluators[key].iou_thresholds, np.float64
+                )
+                out.update({prefix + name: values for name, values in box.items()})
+            if self._given["masks"]:
+                mask = self.mask_evaluators[key].outcomes()
+                out["pxap_bin_edges"] = mask["bin_edges"]
+                out[prefix + "PxAP histograms"] = mask["histograms"]
+            for name in names:
+                out[prefix + name] = _concatenate(self._terms[key][name], np.float64)
+            if self._pair_labels:
+                for name in PAIR_METRICS:
+                    out[prefix + name] = np.concatenate(self._pair_terms[key][name])
+        if self._pair_labels:
+            out["pair_labels"] = np.concatenate(self._pair_labels)
+        return out
+
+    def save_outcomes(self, path):
+        """Writes `outcomes()` to a compressed NumPy archive (.npz).
+
+        `np.load(path)` reads it back, one array per key of `outcomes()`;
+        `kd.metrics.bootstrap_interval` and `paired_bootstrap_interval` take
+        those arrays.
+
+        Args:
+            path: the file to write (np.savez_compressed adds ".npz" when the
+                name lacks it).
+
+        Raises:
+            ValueError: when the evaluation does not keep outcomes.
+        """
+        np.savez_compressed(path, **self.outcomes())
 
 
-def _percent(parts):
-    """100 * the mean of the concatenated per-batch arrays; NaN when empty."""
+def _concatenate(parts, dtype):
+    """The per-batch arrays as one; bools stay bools."""
+    if not parts:
+        return np.zeros((0,), dtype)
+    array = np.concatenate(parts)
+    return array if array.dtype == bool else array.astype(dtype)
+
+
+def _percent(parts, scale=100.0):
+    """`scale` * the mean of the concatenated per-batch arrays; NaN when empty."""
     if not parts:
         return float("nan")
-    return float(100.0 * np.concatenate(parts).mean())
+    return float(scale * np.concatenate(parts).mean())

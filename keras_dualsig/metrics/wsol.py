@@ -186,11 +186,16 @@ class BoxEvaluator:
             contour's box count for MaxBoxAcc@d and MaxBoxAccV2; False keeps
             the largest contour only. MaxBoxAcc (v1) and the Loc metrics
             always use the largest contour.
+        keep_outcomes: also keep each image's outcomes (`outcomes()`): per
+            IoU threshold and CAM threshold whether the image's box passed,
+            and the Loc flags, as bits (about (D + 1) * T / 8 bytes per
+            image: 504 bytes at the defaults), so that every metric can be
+            recomputed, or bootstrapped, over any subset of the images.
 
     Raises:
         ValueError: for thresholds outside [0, 1], IoU thresholds outside
             (0, 100] or repeated, an unknown `gt_box_mode`, or a
-            `multi_contour` that is not a bool.
+            `multi_contour` or `keep_outcomes` that is not a bool.
 
     Example:
 
@@ -210,10 +215,12 @@ class BoxEvaluator:
         loc_threshold=0.2,
         gt_box_mode="any",
         multi_contour=True,
+        keep_outcomes=False,
     ):
         self.cam_thresholds = _checks.check_thresholds(
             cam_thresholds, "cam_thresholds", _default_thresholds()
         )
+        self.keep_outcomes = check_bool(keep_outcomes, "keep_outcomes")
         self.iou_thresholds = _check_iou_thresholds(iou_thresholds)
         self.loc_threshold = check_fraction(loc_threshold, "loc_threshold")
         self.gt_box_mode = check_choice(gt_box_mode, "gt_box_mode", _GT_BOX_MODES)
@@ -235,6 +242,11 @@ class BoxEvaluator:
         self._num_top1 = 0
         # None until the first update; then whether `correct` was given.
         self._with_correct = None
+        # With keep_outcomes, per batch: uint8 (B, D + 1, ceil(T / 8)) packed
+        # pass bits (rows: iou_thresholds, then MaxBoxAcc's v1 row), and
+        # bool (B, 2) GT-known, Top-1 Loc.
+        self._bits = []
+        self._loc = []
 
     def update(self, scoremaps, gt_boxes, correct=None):
         """Adds a batch of score maps and their ground truth.
@@ -272,19 +284,28 @@ class BoxEvaluator:
                 correct,
             )
         self._with_correct = with_correct
+        bits, loc = [], []
         for index in range(batch):
             multi_iou, single_iou, loc_iou = self._best_ious(
                 scoremaps[index], gt_boxes[index]
             )
             best = multi_iou if self.multi_contour else single_iou
             # (D, 1) vs (1, T) -> (D, T): one row per IoU threshold.
-            self._num_correct += best[None, :] >= self._iou_fractions[:, None]
-            self._num_correct_v1 += single_iou >= self._v1_fraction
+            passed = best[None, :] >= self._iou_fractions[:, None]
+            passed_v1 = single_iou >= self._v1_fraction
+            self._num_correct += passed
+            self._num_correct_v1 += passed_v1
             gt_known = bool(loc_iou >= self._v1_fraction)
+            top1 = with_correct and gt_known and bool(correct[index])
             self._num_gt_known += gt_known
-            if with_correct:
-                self._num_top1 += gt_known and bool(correct[index])
+            self._num_top1 += top1
             self._count += 1
+            if self.keep_outcomes:
+                bits.append(np.packbits(np.vstack([passed, passed_v1]), axis=1))
+                loc.append((gt_known, top1))
+        if self.keep_outcomes:
+            self._bits.append(np.stack(bits))
+            self._loc.append(np.array(loc, bool).reshape(batch, 2))
 
     def _best_ious(self, scoremap, gt):
         """Best IoU per CAM threshold for one map.
@@ -317,6 +338,49 @@ class BoxEvaluator:
         loc_box = largest[inverse[-1]]
         loc_iou = ious[loc_box, 0] if self.gt_box_mode == "first" else box_iou[loc_box]
         return multi_t[:-1], single_t[:-1], loc_iou
+
+    def outcomes(self):
+        """Each image's outcomes (needs `keep_outcomes=True`).
+
+        Every metric of `result()` follows from these arrays: MaxBoxAcc@d is
+        `100 * max over t of mean over images of outcomes["BoxAcc@d"]`,
+        MaxBoxAccV2 the mean of those over d, MaxBoxAcc the same on
+        "BoxAcc", GT-known Loc and Top-1 Loc `100 * mean`.
+
+        Returns:
+            dict: "cam_thresholds" float64 (T,); for each d in
+            `iou_thresholds` "BoxAcc@d" bool (N, T): whether image n's best
+            box at threshold t reached IoU d / 100; "BoxAcc" bool (N, T):
+            the same for the largest contour at IoU 0.5 (MaxBoxAcc);
+            "GT-known Loc" and "Top-1 Loc" bool (N,) (Top-1 Loc all False
+            when `correct` was never given). N = images seen since the last
+            reset, in order.
+
+        Raises:
+            ValueError: when the evaluator does not keep outcomes.
+        """
+        if not self.keep_outcomes:
+            raise invalid(
+                "keep_outcomes",
+                "True (set when the BoxEvaluator is built) to read outcomes()",
+                self.keep_outcomes,
+            )
+        num_thresholds = self.cam_thresholds.shape[0]
+        rows = len(self.iou_thresholds) + 1
+        if self._bits:
+            bits = np.concatenate(self._bits)
+            loc = np.concatenate(self._loc)
+        else:
+            bits = np.zeros((0, rows, -(-num_thresholds // 8)), np.uint8)
+            loc = np.zeros((0, 2), bool)
+        passed = np.unpackbits(bits, axis=2, count=num_thresholds).astype(bool)
+        outcomes = {"cam_thresholds": self.cam_thresholds.copy()}
+        for row, d in enumerate(self.iou_thresholds):
+            outcomes[f"BoxAcc@{d}"] = passed[:, row]
+        outcomes["BoxAcc"] = passed[:, -1]
+        outcomes["GT-known Loc"] = loc[:, 0]
+        outcomes["Top-1 Loc"] = loc[:, 1]
+        return outcomes
 
     def accuracy_curves(self):
         """Box accuracy at every CAM threshold, for plots and the best t.
@@ -377,9 +441,15 @@ class MaskEvaluator:
     Args:
         cam_thresholds: float (T,) thresholds in [0, 1]; default 0.000,
             0.001, ..., 1.000. Order and duplicates do not matter.
+        keep_outcomes: also keep each image's two histograms
+            (`outcomes()`), so that PxAP can be recomputed, or bootstrapped,
+            over any subset of the images: 2 * (T + 3) counts per image
+            (uint16 for maps of at most 65,535 pixels, else uint32; 4 KB per
+            image at the default thresholds).
 
     Raises:
-        ValueError: for thresholds outside [0, 1].
+        ValueError: for thresholds outside [0, 1], or a `keep_outcomes`
+            that is not a bool.
 
     Example:
 
@@ -391,10 +461,11 @@ class MaskEvaluator:
     {'PxAP': 100.0}
     """
 
-    def __init__(self, cam_thresholds=None):
+    def __init__(self, cam_thresholds=None, keep_outcomes=False):
         self.cam_thresholds = _checks.check_thresholds(
             cam_thresholds, "cam_thresholds", _default_thresholds()
         )
+        self.keep_outcomes = check_bool(keep_outcomes, "keep_outcomes")
         self._edges = np.unique(
             np.concatenate([[0.0], self.cam_thresholds, [1.0, 2.0, 3.0]])
         )
@@ -404,6 +475,8 @@ class MaskEvaluator:
         """Forgets every score map seen so far."""
         self._true_hist = np.zeros(self._edges.shape[0] - 1, np.int64)
         self._false_hist = np.zeros(self._edges.shape[0] - 1, np.int64)
+        # With keep_outcomes, per batch: (B, 2, bins) foreground, background.
+        self._histograms = []
 
     def update(self, scoremaps, gt_masks, ignore_masks=None):
         """Adds a batch of score maps and their ground-truth masks.
@@ -426,8 +499,67 @@ class MaskEvaluator:
         else:
             ignore = _check_masks(ignore_masks, scoremaps.shape, "ignore_masks")
             background = ~gt_masks & ~ignore
+        if self.keep_outcomes:
+            histograms = self._image_histograms(scoremaps, gt_masks, background)
+            self._histograms.append(histograms)
+            self._true_hist += histograms[:, 0].sum(axis=0, dtype=np.int64)
+            self._false_hist += histograms[:, 1].sum(axis=0, dtype=np.int64)
+            return
         self._true_hist += np.histogram(scoremaps[gt_masks], bins=self._edges)[0]
         self._false_hist += np.histogram(scoremaps[background], bins=self._edges)[0]
+
+    def _image_histograms(self, scoremaps, gt_masks, background):
+        """(B, 2, bins) per-image histograms of foreground / background values.
+
+        The bins of `np.histogram(values, bins=edges)`: value v falls in bin
+        i when edges[i] <= v < edges[i + 1] (the edges run to 3, so the
+        closed last bin of np.histogram never matters for values <= 1).
+        """
+        batch = scoremaps.shape[0]
+        num_bins = self._edges.shape[0] - 1
+        pixels = scoremaps[0].size
+        dtype = np.uint16 if pixels <= np.iinfo(np.uint16).max else np.uint32
+        bins = (
+            np.searchsorted(self._edges, scoremaps.reshape(batch, -1), side="right") - 1
+        )
+        histograms = np.zeros((batch, 2, num_bins), dtype)
+        for slot, where in enumerate((gt_masks, background)):
+            where = where.reshape(batch, -1)
+            image = np.broadcast_to(np.arange(batch)[:, None], where.shape)[where]
+            counts = np.bincount(
+                image * num_bins + bins[where], minlength=batch * num_bins
+            )
+            histograms[:, slot] = counts.reshape(batch, num_bins)
+        return histograms
+
+    def outcomes(self):
+        """Each image's histograms (needs `keep_outcomes=True`).
+
+        PxAP is `kd.metrics.pxap(histograms.sum(axis=0))`: the per-image
+        histograms summed over any set of images give that set's PxAP.
+
+        Returns:
+            dict: "bin_edges" float64 (bins + 1,); "histograms" uint16 or
+            uint32 (N, 2, bins): per image, the counts of foreground ([:, 0])
+            and background ([:, 1], ignore regions left out) pixel values in
+            each bin. N = images seen since the last reset, in order.
+
+        Raises:
+            ValueError: when the evaluator does not keep outcomes.
+        """
+        if not self.keep_outcomes:
+            raise invalid(
+                "keep_outcomes",
+                "True (set when the MaskEvaluator is built) to read outcomes()",
+                self.keep_outcomes,
+            )
+        num_bins = self._edges.shape[0] - 1
+        histograms = (
+            np.concatenate(self._histograms)
+            if self._histograms
+            else np.zeros((0, 2, num_bins), np.uint32)
+        )
+        return {"bin_edges": self._edges.copy(), "histograms": histograms}
 
     def result(self):
         """PxAP over every pixel seen since the last reset.
@@ -436,18 +568,46 @@ class MaskEvaluator:
             {"PxAP": float in percent [0, 100]}; NaN when no foreground pixel
             has been seen (wsolevaluation raises instead).
         """
-        num_true = self._true_hist.sum()
-        if num_true == 0:
-            return {"PxAP": float("nan")}
-        # Bins in descending order: tp[i] = #foreground >= the i-th edge from
-        # the top (3, 2, 1, ..., 0): wsolevaluation's cumulative sums.
-        tp = self._true_hist[::-1].cumsum()
-        fp = self._false_hist[::-1].cumsum()
-        fn = num_true - tp
-        predicted = tp + fp
-        with np.errstate(divide="ignore", invalid="ignore"):
-            precision = tp / predicted
-        recall = tp / (tp + fn)
-        # Thresholds with no positive prediction have no precision: skipped.
-        auc = (precision[1:] * np.diff(recall))[predicted[1:] != 0].sum()
-        return {"PxAP": float(auc * 100)}
+        histograms = np.stack([self._true_hist, self._false_hist])
+        return {"PxAP": float(pxap(histograms))}
+
+
+def pxap(histograms):
+    """PxAP from foreground and background histograms, vectorised.
+
+    wsolevaluation's computation (Choe et al., CVPR 2020): with the bins in
+    descending order of value, tp and fp the cumulative counts of
+    foreground and background pixels at or above each edge,
+    precision = tp / (tp + fp), recall = tp / #foreground, and
+    `PxAP = 100 * sum_i precision_i * (recall_i - recall_{i-1})` over the
+    thresholds with a positive prediction.
+
+    Args:
+        histograms: counts (..., 2, bins): [..., 0, :] foreground,
+            [..., 1, :] background, in the bins of `MaskEvaluator` (any
+            counts or weighted counts, e.g. bootstrap resamples).
+
+    Returns:
+        float64 (...) in [0, 100]; NaN where there is no foreground.
+    """
+    histograms = np.asarray(histograms, np.float64)
+    true, false = histograms[..., 0, :], histograms[..., 1, :]
+    num_true = true.sum(axis=-1, keepdims=True)
+    # Bins in descending order: tp[i] = #foreground >= the i-th edge from
+    # the top (3, 2, 1, ..., 0): wsolevaluation's cumulative sums.
+    tp = true[..., ::-1].cumsum(axis=-1)
+    fp = false[..., ::-1].cumsum(axis=-1)
+    predicted = tp + fp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = tp / predicted
+        recall = tp / num_true
+    # Thresholds with no positive prediction have no precision: skipped.
+    terms = precision[..., 1:] * np.diff(recall, axis=-1)
+    kept = predicted[..., 1:] != 0
+    if terms.ndim == 1:
+        # One pair of histograms: the sum of the kept terms alone, in
+        # wsolevaluation's order (bit-identical to it).
+        auc = terms[kept].sum()
+    else:
+        auc = np.where(kept, terms, 0.0).sum(axis=-1)
+    return np.where(num_true[..., 0] > 0, auc * 100, np.nan)

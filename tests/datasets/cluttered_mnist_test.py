@@ -212,3 +212,95 @@ def test_argument_errors(tmp_path, kwargs, argument):
 def test_load_rejects_unknown_localization(small):
     with pytest.raises(ValueError, match="argument `localization`"):
         small.load("test", localization="polygons")
+
+
+def _pair_metadata(info):
+    return [
+        read_wsol_metadata(
+            info.data_root, root, "test", num_classes=10, verify_images=True
+        )
+        for root in info.pairs_metadata_roots
+    ]
+
+
+def test_pairs_split_layout(small):
+    assert small.num_test_pairs == SMALL["num_test"] // 2
+    assert small.pairs_metadata_roots == tuple(
+        os.path.join(small.root, "metadata", "pairs", slot)
+        for slot in ("first", "second")
+    )
+    first, second = _pair_metadata(small)
+    ids = [r.image_id for r in first.records]
+    assert ids == [r.image_id for r in second.records]
+    assert ids == [f"test_pairs/{i:05d}.png" for i in range(small.num_test_pairs)]
+    # Provenance: both digits from the test pool, classes as in the metadata.
+    _, labels = cm._load_source(cm._source_path())
+    test_pool = set(cm._split_sources(labels, seed=0)["test"].tolist())
+    with open(os.path.join(small.root, "provenance_pairs.csv")) as f:
+        assert (
+            next(f).strip() == "image_id,first_row,first_label,second_row,second_label"
+        )
+        rows = [line.strip().split(",") for line in f]
+    for row, a, b in zip(rows, first.records, second.records, strict=True):
+        assert row[0] == a.image_id
+        assert {int(row[1]), int(row[3])} <= test_pool
+        assert (int(row[2]), int(row[4])) == (a.label, b.label)
+        assert a.label != b.label
+
+
+def test_pairs_boxes_hold_one_digit_each(small):
+    first, second = _pair_metadata(small)
+    for a, b in zip(first.records, second.records, strict=True):
+        image = cv2.imread(os.path.join(small.data_root, a.image_id), -1)
+        (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = a.boxes[0], b.boxes[0]
+        # At least 2 pixels apart along one axis.
+        assert ax1 + 2 < bx0 or bx1 + 2 < ax0 or ay1 + 2 < by0 or by1 + 2 < ay0
+        inside = np.zeros(image.shape, bool)
+        for x0, y0, x1, y1 in (a.boxes[0], b.boxes[0]):
+            box = image[y0 : y1 + 1, x0 : x1 + 1]
+            assert (box > 0.6 * 255).any()  # a digit in each box
+            inside[y0 : y1 + 1, x0 : x1 + 1] = True
+            side = max(x1 - x0 + 1, y1 - y0 + 1) / 64
+            assert 0.2 <= side <= 0.42
+        assert not (image > 0.6 * 255)[~inside].any()  # clutter is fainter
+
+
+def test_load_pairs(small):
+    batch = next(small.load_pairs(batch_size=4).as_numpy_iterator())
+    assert batch["image"].shape == (4, 64, 64, 3)
+    assert batch["labels"].shape == (4, 2) and batch["boxes"].shape == (4, 2, 4)
+    first, second = _pair_metadata(small)
+    for index in range(4):
+        assert batch["labels"][index].tolist() == [
+            first.records[index].label,
+            second.records[index].label,
+        ]
+        np.testing.assert_array_equal(
+            batch["boxes"][index],
+            [first.records[index].boxes[0], second.records[index].boxes[0]],
+        )
+    double = next(small.load_pairs(image_size=128).as_numpy_iterator())
+    np.testing.assert_array_equal(double["boxes"], batch["boxes"][0] * 2)
+
+
+def test_pairs_leave_the_other_splits_unchanged(tmp_path, small):
+    without = cluttered_mnist(tmp_path / "none", num_test_pairs=0, **SMALL)
+    assert without.num_test_pairs == 0 and without.pairs_metadata_roots == ()
+    with pytest.raises(ValueError, match="argument `num_test_pairs`"):
+        without.load_pairs()
+    ours, theirs = _files(small.root), _files(without.root)
+    extra = {name for name in ours if "pairs" in name}
+    assert set(ours) - set(theirs) == extra and extra
+    for name, path in theirs.items():
+        if name.startswith("keras_dualsig_"):  # marker and file list
+            continue
+        assert open(path, "rb").read() == open(ours[name], "rb").read(), name
+    with pytest.raises(ValueError, match="argument `num_test_pairs`"):
+        cluttered_mnist(tmp_path / "x", num_test_pairs=-1, **SMALL)
+
+
+def test_default_root_names_other_pair_counts(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+    info = cluttered_mnist(seed=3, num_test_pairs=4, **SMALL)
+    assert info.root.endswith("cluttered_mnist-v1-seed3-64px-40-10-30-pairs4")
+    assert info.num_test_pairs == 4

@@ -235,8 +235,10 @@ def test_cluttered_mnist_metadata_comes_from_the_writer(tmp_path, monkeypatch):
         ("boxes", "test"),
         ("boxes", "train"),
         ("boxes", "val"),
+        ("first", "test"),  # The test_pairs split: one metadata root per digit.
         ("masks", "test"),
         ("masks", "val"),
+        ("second", "test"),
     ]
 
 

@@ -103,6 +103,18 @@ def padded(boxes):
     return array, np.array([len(b) for b in boxes], np.int32)
 
 
+def numpy_pointing(scoremap, boxes):
+    """Hit (a maximum inside a box, constant maps miss) and energy share."""
+    inside = np.zeros(scoremap.shape, bool)
+    for x0, y0, x1, y1 in boxes:
+        inside[y0 : y1 + 1, x0 : x1 + 1] = True  # Slicing clips x1 = width.
+    top = scoremap == scoremap.max()
+    hit = bool((top & inside).any()) and scoremap.min() < scoremap.max()
+    total = float(scoremap.astype(np.float64).sum())
+    energy = float(scoremap[inside].astype(np.float64).sum()) / total if total else 0.0
+    return hit, energy
+
+
 def expected_results(dual, batches, branches=("softmax", "sigmoid")):
     """The protocol recomputed with independent pieces (see the module doc)."""
     cams = {m: kd.cams.get(m)(dual, **CAM_OPTIONS.get(m, {})) for m in METHODS}
@@ -112,6 +124,8 @@ def expected_results(dual, batches, branches=("softmax", "sigmoid")):
     masks_ref = {(m, b): ReferenceMaskEvaluator() for m in METHODS for b in branches}
     drops = {key: [] for key in boxes_ref}
     increases = {key: [] for key in boxes_ref}
+    gains = {key: [] for key in boxes_ref}
+    pointing = {key: [] for key in boxes_ref}
     correct = {b: [] for b in branches}
     for images, labels, boxes, masks, ignore in batches:
         outputs = dual.predict(images, verbose=0)
@@ -125,6 +139,9 @@ def expected_results(dual, batches, branches=("softmax", "sigmoid")):
                 key = (method, branch)
                 gt_maps = cams[method](images, labels, branch=branch)
                 boxes_ref[key].update(gt_maps, boxes, k == labels)
+                pointing[key] += [
+                    numpy_pointing(m, b) for m, b in zip(gt_maps, boxes, strict=True)
+                ]
                 for scoremap, mask, skip in zip(gt_maps, masks, ignore, strict=True):
                     masks_ref[key].accumulate(scoremap, coded_mask(mask, skip))
                 k_maps = cams[method](images, k, branch=branch)
@@ -132,6 +149,7 @@ def expected_results(dual, batches, branches=("softmax", "sigmoid")):
                 o = explained["softmax"].astype(np.float64)[rows, k]
                 drops[key].append(np.maximum(0, y - o) / y)
                 increases[key].append(o > y)
+                gains[key].append(np.maximum(0, o - y) / (1 - y))
     results = {
         "num_images": sum(len(b[1]) for b in batches),
         "top1_cls": {b: 100 * np.concatenate(correct[b]).mean() for b in branches},
@@ -146,9 +164,12 @@ def expected_results(dual, batches, branches=("softmax", "sigmoid")):
                 "Top-1 Loc": box["Top-1 Loc"],
                 "GT-known Loc": box["GT-known Loc"],
                 "MaxBoxAccV2": box["MaxBoxAccV2"],
+                "Pointing game": 100 * np.mean([h for h, _ in pointing[key]]),
+                "Energy pointing game": 100 * np.mean([e for _, e in pointing[key]]),
                 "PxAP": masks_ref[key].result(),
                 "Average Drop": 100 * np.concatenate(drops[key]).mean(),
                 "Increase in Confidence": 100 * np.concatenate(increases[key]).mean(),
+                "Average Gain": 100 * np.concatenate(gains[key]).mean(),
             }
     return results
 
@@ -165,7 +186,12 @@ def assert_results_match(actual, expected):
             assert list(got) == list(metrics), (method, branch)
             for name, value in metrics.items():
                 assert isinstance(got[name], float)
-                if name in ("Average Drop", "Increase in Confidence"):
+                if name in (
+                    "Average Drop",
+                    "Increase in Confidence",
+                    "Average Gain",
+                    "Energy pointing game",
+                ):
                     assert got[name] == pytest.approx(value, rel=1e-4, abs=1e-6)
                 else:  # Same maps, exact counting: equal to the last bit.
                     assert got[name] == value, (method, branch, name)
@@ -232,8 +258,11 @@ def test_streaming_and_reset(dual, batches):
         "Top-1 Loc",
         "GT-known Loc",
         "MaxBoxAccV2",
+        "Pointing game",
+        "Energy pointing game",
         "Average Drop",
         "Increase in Confidence",
+        "Average Gain",
     ]
     streamed.reset()
     empty = streamed.result()
@@ -242,6 +271,7 @@ def test_streaming_and_reset(dual, batches):
     assert list(empty["methods"]["gradcam"]["softmax"]) == [
         "Average Drop",
         "Increase in Confidence",
+        "Average Gain",
     ]
     # After a reset, boxes may be left out.
     streamed.update(images, labels)

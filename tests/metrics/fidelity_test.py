@@ -58,9 +58,11 @@ def data():
 
 def numpy_ad_ic(y, o):
     drop = np.maximum(0.0, y - o) / y
+    gain = np.maximum(0.0, o - y) / (1.0 - y)
     return {
         "Average Drop": 100.0 * drop.mean(),
         "Increase in Confidence": 100.0 * (o > y).mean(),
+        "Average Gain": 100.0 * gain.mean(),
     }
 
 
@@ -77,6 +79,16 @@ class TestConfidenceChange:
         drop = (sigmoid(2) - sigmoid(1)) / sigmoid(2)
         assert result["Average Drop"] == pytest.approx(100 * drop / 3, rel=1e-5)
         assert result["Increase in Confidence"] == pytest.approx(100 / 3)
+        # Only image 2 gains: (s(-1) - s(-2)) / (1 - s(-2)) (Opti-CAM).
+        gain = (sigmoid(-1) - sigmoid(-2)) / (1 - sigmoid(-2))
+        assert result["Average Gain"] == pytest.approx(100 * gain / 3, rel=1e-5)
+        _, per_image = confidence_change(model, images, maps, 0, return_per_image=True)
+        np.testing.assert_allclose(
+            per_image["Average Gain"], [0, 0, 100 * gain], rtol=1e-5, atol=1e-9
+        )
+        np.testing.assert_array_equal(
+            per_image["Increase in Confidence"], [0.0, 0.0, 100.0]
+        )
 
     def test_matches_numpy(self, cnn, data):
         images, maps = data
@@ -91,9 +103,16 @@ class TestConfidenceChange:
                 result = confidence_change(
                     cnn, images, maps, class_index, batch_size=batch_size
                 )
-                assert list(result) == ["Average Drop", "Increase in Confidence"]
+                assert list(result) == [
+                    "Average Drop",
+                    "Increase in Confidence",
+                    "Average Gain",
+                ]
                 assert result["Average Drop"] == pytest.approx(
                     expected["Average Drop"], rel=1e-4, abs=1e-6
+                )
+                assert result["Average Gain"] == pytest.approx(
+                    expected["Average Gain"], rel=1e-4, abs=1e-6
                 )
                 assert result["Increase in Confidence"] == pytest.approx(
                     expected["Increase in Confidence"]
@@ -214,6 +233,75 @@ class TestCausalMetrics:
         )
         np.testing.assert_allclose(curves[0], expected, rtol=1e-5)
 
+    def test_mean_baseline_hand_computed(self):
+        # Deleted pixels become the image mean 9/4, in the order 4, 3, 2, 0:
+        # pixel sums 9, 0 + 2 + 3 + 9/4, 0 + 2 + 2 * 9/4, 0 + 3 * 9/4, 9.
+        expected = sigmoid(2 * np.array([9, 7.25, 6.5, 6.75, 9]) / 4)
+        _, _, curves = deletion_auc(
+            mean_model(),
+            self.image,
+            self.scoremap,
+            0,
+            steps=4,
+            baseline="mean",
+            return_curves=True,
+        )
+        np.testing.assert_allclose(curves[0], expected, rtol=1e-5)
+
+    def test_torchcam_and_xplique_rules_agree_when_steps_divide(self, cnn, data):
+        # Independent re-derivations of both libraries' deletion AUC on 8x8
+        # images (N = 64): torchcam (ceil(N / steps) pixels per step, trapezoid
+        # over the fractions changed) and xplique (linspace checkpoints,
+        # mean of adjacent pairs).
+        images, maps = data
+        n = 64
+        k = cnn.predict(images, verbose=0).argmax(1)
+        order = np.argsort(-maps.reshape(7, -1), axis=1, kind="stable")
+
+        def curve(counts):
+            rows = []
+            for count in counts:
+                x = images.reshape(7, n, 3).copy()
+                for i in range(7):
+                    x[i, order[i, :count]] = 0.0
+                p = cnn.predict(x.reshape(images.shape), verbose=0)
+                rows.append(p[np.arange(7), k])
+            return np.array(rows).T  # (7, points)
+
+        steps = 16
+        size = -(-n // steps)
+        torch_counts = [*range(0, n, size), n]
+        torch_auc = np.trapezoid(curve(torch_counts), np.array(torch_counts) / n)
+        xplique_counts = np.linspace(0, n, steps + 1, dtype=np.int32)
+        scores = curve(xplique_counts).mean(axis=0)
+        xplique_auc = np.mean(scores[:-1] + scores[1:]) * 0.5
+        ours = deletion_auc(cnn, images, maps, steps=steps)["Deletion AUC"]
+        assert ours == pytest.approx(torch_auc.mean(), rel=1e-4)
+        assert ours == pytest.approx(xplique_auc, rel=1e-4)
+
+    def test_pairs_are_packed_into_full_compiled_calls(self, cnn, data):
+        # 7 images x 6 steps = 42 (image, step) inputs in chunks of 16: three
+        # calls of one shape (the last one padded), besides the first call
+        # on the images themselves.
+        from keras_dualsig.metrics import _scorer
+
+        images, maps = data
+        reference = deletion_auc(cnn, images, maps, steps=5, batch_size=16)
+        compiled = _scorer._COMPILED[cnn]
+        shapes = []
+
+        def spy(x):
+            shapes.append(tuple(x.shape))
+            return compiled(x)
+
+        _scorer._COMPILED[cnn] = spy
+        try:
+            again = deletion_auc(cnn, images, maps, steps=5, batch_size=16)
+        finally:
+            _scorer._COMPILED[cnn] = compiled
+        assert again == reference
+        assert shapes == [(7, 8, 8, 3)] + [(16, 8, 8, 3)] * 3
+
     def test_baselines_and_endpoints(self, cnn, data):
         images, maps = data
         probs = cnn.predict(images, verbose=0).astype(np.float64)
@@ -296,7 +384,7 @@ class TestValidation:
             deletion_auc(cnn, images, maps, steps=0)
         with raises_invalid("steps"):
             deletion_auc(cnn, images, maps, steps=2.5)
-        with raises_invalid("baseline", '"zeros", "blur"'):
+        with raises_invalid("baseline", '"zeros", "blur", "mean"'):
             insertion_auc(cnn, images, maps, baseline="noise")
         with raises_invalid("baseline"):
             insertion_auc(cnn, images, maps, baseline=np.zeros((2, 3)))
