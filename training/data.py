@@ -211,6 +211,8 @@ class DataSource:
         class_names: the class names, or None.
         arch: the model's architecture; decides the input preprocessing.
         override: in-memory datasets replacing the files, or None.
+        pairs_info: the embedded dataset's `ClutteredMNISTInfo` when it has
+            a "test_pairs" split (two digits per image), else None.
     """
 
     name: str
@@ -223,6 +225,7 @@ class DataSource:
     class_names: tuple | None = None
     arch: str | None = None
     override: DatasetsOverride | None = None
+    pairs_info: object = None
 
     def load(self, split, **kwargs):
         """`kd.datasets.load_wsol` on one split of the files.
@@ -261,6 +264,23 @@ class DataSource:
         if dataset is None:
             return None
         return dataset.take(max_images) if max_images else dataset
+
+    def pairs(self, batch_size, max_images=None):
+        """Batches of the two-object test images, or None if the dataset has none.
+
+        Returns:
+            None, or a tf.data.Dataset of dicts: "image" float32 (B, H, W, 3),
+            "labels" int (B, 2), "boxes" int (B, 2, 4) (see
+            `ClutteredMNISTInfo.load_pairs`); at most `max_images` images.
+        """
+        if self.pairs_info is None or not self.pairs_info.num_test_pairs:
+            return None
+        elements = self.pairs_info.load_pairs(
+            image_size=self.image_size, preprocess=preprocess_for(self.arch)
+        )
+        if max_images:
+            elements = elements.take(max_images)
+        return elements.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
     def masks(self):
         """The same dataset read with mask localization, or None if it has none."""
@@ -364,6 +384,7 @@ def resolve(flags, datasets_override=None, *, arch=None, image_size=None):
             mask_metadata_root=info.mask_metadata_root,
             class_names=tuple(info.class_names),
             arch=arch,
+            pairs_info=info,
         )
     for name in ("data_root", "metadata_root"):
         if not getattr(flags, name):

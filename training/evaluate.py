@@ -1,11 +1,19 @@
 r"""Evaluate both branches of a dual-sigmoid model with every CAM variant.
 
-For each method and branch: WSOL metrics (Top-1 Loc, GT-known Loc, MaxBoxAccV2 on
-box datasets; PxAP on mask datasets) from maps of the ground-truth class, and
-explanation fidelity (Average Drop, Increase in Confidence) from maps of the
-predicted class. Writes to --output_dir:
-  results.json  {"dataset", "num_images", "top1_cls", "methods": {m: {branch: {...}}}}
+For each method and branch: WSOL metrics (Top-1 Loc, GT-known Loc, MaxBoxAccV2,
+pointing games on box datasets; PxAP on mask datasets) from maps of the
+ground-truth class, and explanation fidelity (Average Drop, Increase in
+Confidence, Average Gain, and with --causal_metrics ROAD, deletion,
+insertion) from maps of the predicted class; on the embedded dataset also the
+class-discrimination test on its two-digit images (--pairs). With
+--intervals (default), every number has a seeded 95% bootstrap interval and
+every sigmoid-minus-softmax delta a paired-bootstrap interval. Writes to
+--output_dir:
+  results.json  {"dataset", "num_images", "top1_cls", "methods": {m: {branch: {...},
+                "delta": {metric: {"value", "CI"}}}}}
   report.md     a paper-style table: baseline row, "+ sigmoid branch" row, deltas
+                (marked * where the delta's interval excludes 0)
+  outcomes.npz  every image's outcome of every metric (--save_outcomes)
   figures/*.png test images with softmax- and sigmoid-branch maps side by side
 
   python -m training.evaluate --model=runs/sig/dual_sigmoid.keras \
@@ -40,8 +48,23 @@ METHOD_TITLES = {
     "scorecam": "Score-CAM",
 }
 BOX_METRICS = ("Top-1 Loc", "GT-known Loc", "MaxBoxAccV2")
-FIDELITY_METRICS = ("Average Drop", "Increase in Confidence")
-LOWER_IS_BETTER = {"Average Drop"}
+# The report's columns, in order (those present in the results).
+REPORT_METRICS = (
+    *BOX_METRICS,
+    "Pointing game",
+    "Energy pointing game",
+    "PxAP",
+    "Average Drop",
+    "Increase in Confidence",
+    "Average Gain",
+    "ROAD combined",
+    "Deletion AUC",
+    "Insertion AUC",
+    "Pointing game (pairs)",
+    "Energy pointing game (pairs)",
+)
+LOWER_IS_BETTER = {"Average Drop", "Deletion AUC", "ROAD combined"}
+CAUSAL_METRICS = ("road", "deletion", "insertion")
 
 SPEC = [
     *flags_lib.COMMON,
@@ -61,6 +84,30 @@ SPEC = [
         choices=("softmax", "sigmoid_softmax"),
     ),
     flag(
+        "causal_metrics",
+        [],
+        "Optional causal metrics on the maps of the predicted class: road, "
+        "deletion, insertion (many model calls per image).",
+    ),
+    flag(
+        "pairs",
+        True,
+        "Also score the class-discrimination test on the dataset's two-object "
+        "test images (the embedded dataset's test_pairs split).",
+    ),
+    flag(
+        "intervals",
+        True,
+        "Bootstrap confidence intervals (95%) of every number and paired "
+        "intervals of the sigmoid-minus-softmax deltas (seeded by --seed).",
+    ),
+    flag("num_resamples", 1000, "Bootstrap resamples of --intervals.", minimum=1),
+    flag(
+        "save_outcomes",
+        True,
+        "Write every image's outcome of every metric to outcomes.npz.",
+    ),
+    flag(
         "num_figure_images",
         8,
         "Test images shown in the figures (0: no figures).",
@@ -72,6 +119,7 @@ SPEC = [
 UNUSED_FLAGS = ("model_dir", "jit_compile", "strategy", "num_cpu_devices", "tpu")
 REPORT_FILE = "report.md"
 RESULTS_FILE = "results.json"
+OUTCOMES_FILE = "outcomes.npz"
 FIGURES_DIR = "figures"
 # Predicted boxes drawn in the figures: WSOL's usual CAM threshold.
 FIGURE_BOX_THRESHOLD = 0.2
@@ -168,14 +216,26 @@ def run(flags, datasets_override=None):
         model, flags.model, info, flags, datasets_override, "model"
     )
     figures = _Figures(flags.num_figure_images)
-    scores = evaluate_batches(
+    pairs = source.pairs(flags.batch_size, flags.max_images) if flags.pairs else None
+    evaluation = evaluate_batches(
         model,
         test_batches(source, flags),
         flags,
         figures,
         num_images=source.count("test", flags.max_images),
+        pairs=pairs,
     )
-    results = {"dataset": source.name, **scores}
+    results = {
+        "dataset": source.name,
+        **evaluation.result(
+            intervals=flags.intervals,
+            num_resamples=flags.num_resamples,
+            seed=flags.seed,
+        ),
+    }
+    if flags.save_outcomes:
+        os.makedirs(flags.output_dir, exist_ok=True)
+        evaluation.save_outcomes(os.path.join(flags.output_dir, OUTCOMES_FILE))
     write_outputs(results, figures, flags.output_dir)
     return results
 
@@ -209,6 +269,13 @@ def check_flags(flags):
             "model", "the path of the stage-2 dual_sigmoid.keras", flags.model
         )
     check_methods(flags.methods)
+    causal = list(flags.causal_metrics)
+    if any(m not in CAUSAL_METRICS for m in causal) or len(set(causal)) != len(causal):
+        raise invalid(
+            "causal_metrics",
+            "distinct names among " + ", ".join(CAUSAL_METRICS),
+            flags.causal_metrics,
+        )
     defaults = {item.name: item.default for item in SPEC}
     for name in UNUSED_FLAGS:
         if getattr(flags, name) != defaults[name]:
@@ -241,7 +308,7 @@ def test_batches(source, flags):
     return test.batch(flags.batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def evaluate_batches(model, batches, flags, figures, num_images=None):
+def evaluate_batches(model, batches, flags, figures, num_images=None, pairs=None):
     """The per-batch evaluation of every method on both branches.
 
     `kd.metrics.CAMEvaluation` runs the protocol (docs/method.md,
@@ -257,10 +324,11 @@ def evaluate_batches(model, batches, flags, figures, num_images=None):
         flags: namespace with methods, scorecam_channels and confidence.
         figures: a `_Figures` collecting the figures' images and maps.
         num_images: number of images, for the progress bar (None: unknown).
+        pairs: None, or batches of two-object images ("image", "labels"
+            (B, 2), "boxes" (B, 2, 4)) for the class-discrimination test.
 
     Returns:
-        dict: "num_images", "top1_cls" ({branch: percent}), "methods"
-        ({method: {branch: {metric: percent}}}).
+        The `kd.metrics.CAMEvaluation` holding every batch's outcomes.
 
     Raises:
         ValueError: if `batches` is empty.
@@ -272,6 +340,10 @@ def evaluate_batches(model, batches, flags, figures, num_images=None):
         confidence=flags.confidence,
         cam_options={"scorecam": {"max_channels": flags.scorecam_channels}}
         if "scorecam" in flags.methods
+        else None,
+        causal_metrics=tuple(flags.causal_metrics),
+        causal_options={"road": {"seed": flags.seed}}
+        if "road" in flags.causal_metrics
         else None,
     )
     logits_fn = tf.function(model.logits, reduce_retracing=True)
@@ -303,7 +375,11 @@ def evaluate_batches(model, batches, flags, figures, num_images=None):
         progress.add(len(labels))
     if seen == 0:
         raise ValueError("The test split is empty: nothing to evaluate.")
-    return evaluation.result()
+    for batch in pairs if pairs is not None else ():
+        evaluation.update_pairs(
+            batch["image"], batch["labels"].numpy(), batch["boxes"].numpy()
+        )
+    return evaluation
 
 
 def _captions(logits, labels, predicted):
@@ -327,32 +403,50 @@ def write_outputs(results, figures, output_dir):
     )
 
 
+def _delta_cell(ours, base, delta):
+    """ "ours (+d)", with * when the delta's paired interval excludes 0."""
+    cell = f"{ours:.2f} ({ours - base:+.2f}"
+    if delta is not None:
+        low, high = delta["CI"]
+        if low > 0 or high < 0:
+            cell += "*"
+    return cell + ")"
+
+
 def format_report(results):
     """A paper-style Markdown table: baseline row, "+ sigmoid branch" row, deltas."""
     first = next(iter(results["methods"].values()))["softmax"]
-    columns = [k for k in (*BOX_METRICS, "PxAP", *FIDELITY_METRICS) if k in first]
+    columns = [k for k in REPORT_METRICS if k in first]
     header = [
         "Method",
         *[f"{c} {'↓' if c in LOWER_IS_BETTER else '↑'}" for c in columns],
     ]
+    has_intervals = any("delta" in m for m in results["methods"].values())
+    note = (
+        " * : the delta's paired-bootstrap 95% interval excludes 0."
+        if has_intervals
+        else ""
+    )
     lines = [
         f"# {results['dataset']}: softmax baseline vs + sigmoid branch",
         "",
         f"{results['num_images']} test images. Top-1 Cls: softmax "
         f"{results['top1_cls']['softmax']:.2f}%, sigmoid branch "
         f"{results['top1_cls']['sigmoid']:.2f}% (predictions come from the softmax "
-        "head, unchanged). Percentages; deltas in parentheses.",
+        "head, unchanged). Percentages (ROAD: confidence difference; AUCs in "
+        f"[0, 1]); deltas in parentheses.{note}",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
     for method, by_branch in results["methods"].items():
         base, ours = by_branch["softmax"], by_branch["sigmoid"]
+        deltas = by_branch.get("delta", {})
         title = METHOD_TITLES.get(method, method)
         lines.append(
             "| " + " | ".join([title, *[f"{base[c]:.2f}" for c in columns]]) + " |"
         )
-        cells = [f"{ours[c]:.2f} ({ours[c] - base[c]:+.2f})" for c in columns]
+        cells = [_delta_cell(ours[c], base[c], deltas.get(c)) for c in columns]
         lines.append("| " + " | ".join(["+ sigmoid branch", *cells]) + " |")
     return "\n".join(lines) + "\n"
 

@@ -65,14 +65,29 @@ def test_boxes_results_report_and_figures(setup, tmp_path):
         "Top-1 Loc",
         "GT-known Loc",
         "MaxBoxAccV2",
+        "Pointing game",
+        "Energy pointing game",
         "Average Drop",
         "Increase in Confidence",
+        "Average Gain",
     }
     for by_branch in results["methods"].values():
-        assert set(by_branch) == {"softmax", "sigmoid"}
-        for metrics in by_branch.values():
-            assert set(metrics) == expected_keys
-            assert all(0.0 <= value <= 100.0 for value in metrics.values())
+        assert set(by_branch) == {"softmax", "sigmoid", "delta"}
+        for branch in ("softmax", "sigmoid"):
+            metrics = by_branch[branch]
+            # --intervals (default): every metric with its bootstrap interval.
+            assert set(metrics) == expected_keys | {f"{k} CI" for k in expected_keys}
+            for key in expected_keys:
+                low, high = metrics[f"{key} CI"]
+                assert 0.0 <= low <= metrics[key] <= high <= 100.0
+        for key in expected_keys:
+            delta = by_branch["delta"][key]
+            difference = by_branch["sigmoid"][key] - by_branch["softmax"][key]
+            assert delta["value"] == pytest.approx(difference)
+            assert delta["CI"][0] <= delta["CI"][1]
+    outcomes = np.load(tmp_path / "outcomes.npz")
+    assert outcomes["labels"].shape == (12,)
+    assert outcomes["methods/gradcam/sigmoid/Average Drop"].shape == (12,)
     # Top-1 Cls against an independent prediction of the same images.
     info, model_path = setup
     model = keras.models.load_model(model_path)
@@ -115,6 +130,27 @@ def test_format_report_by_hand():
     assert "| Grad-CAM | 50.00 | 30.00 |" in report
     assert "| + sigmoid branch | 60.25 (+10.25) | 20.00 (-10.00) |" in report
     assert "softmax 75.00%" in report and "sigmoid branch 50.00%" in report
+    # A delta whose paired interval excludes 0 is starred; one that holds 0 not.
+    results["methods"]["gradcam"]["delta"] = {
+        "MaxBoxAccV2": {"value": 10.25, "CI": [2.0, 18.0]},
+        "Average Drop": {"value": -10.0, "CI": [-25.0, 3.0]},
+    }
+    report = evaluate.format_report(results)
+    assert "| + sigmoid branch | 60.25 (+10.25*) | 20.00 (-10.00) |" in report
+    assert "interval excludes 0" in report
+
+
+def test_bad_causal_metrics(setup, tmp_path):
+    _, model = setup
+    with raises_invalid("causal_metrics", "['road', 'shap']"):
+        evaluate.run(
+            flags_lib.config(
+                evaluate.SPEC,
+                model=model,
+                output_dir=str(tmp_path),
+                causal_metrics=["road", "shap"],
+            )
+        )
 
 
 def test_missing_model_flag(tmp_path):
