@@ -42,6 +42,7 @@ PORTABLE = (
     "metrics/pointing_game_test.py",
     "metrics/randomization_test.py",
     "metrics/road_test.py",
+    "metrics/state_test.py",
     "reliability_test.py",
     "vis_test.py",
 )

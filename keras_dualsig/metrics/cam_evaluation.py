@@ -22,7 +22,14 @@ import numpy as np
 from keras_dualsig import cams
 from keras_dualsig._classifier import classifier_of
 from keras_dualsig._errors import as_array, check_bool, check_class_index, invalid
-from keras_dualsig.metrics import _intervals, fidelity, pointing_game, road, wsol
+from keras_dualsig.metrics import (
+    _intervals,
+    _state,
+    fidelity,
+    pointing_game,
+    road,
+    wsol,
+)
 
 BRANCHES = ("softmax", "sigmoid")
 # The metrics of one (method, branch) entry of `result()`, in order.
@@ -684,6 +691,143 @@ class CAMEvaluation:
         if self._pair_labels:
             entry.update({k: _percent(self._pair_terms[key][k]) for k in PAIR_METRICS})
         return entry
+
+    def _config(self):
+        """The configuration part of `state()`: merged states must agree."""
+        return {
+            "config/methods": np.array(self.methods),
+            "config/branches": np.array(self.branches),
+            "config/confidence": np.array(self.confidence),
+            "config/causal_metrics": np.array(self.causal_metrics, dtype=str),
+        }
+
+    def state(self):
+        """Everything accumulated since the last reset, as plain arrays.
+
+        Integer counts and per-image outcomes only (the maps are never
+        kept), so that states of consecutive parts of a data set merge into
+        exactly the state of one run over it (`merge`).
+
+        Returns:
+            dict of NumPy arrays: "config/methods", "config/branches",
+            "config/confidence", "config/causal_metrics" (str); "num_images",
+            "num_batches"; "given_boxes", "given_masks" (int8: -1 before the
+            first update); "labels", "predicted", "top1_cls/<branch>" (N,);
+            per (method, branch) "terms/<m>/<b>/<metric>" (N,) per-image
+            terms, "box/<m>/<b>/..." and "mask/<m>/<b>/..." the
+            `BoxEvaluator` / `MaskEvaluator` states; "pair_labels" (P, K)
+            and "pair_terms/<m>/<b>/<metric>" (P, K).
+        """
+        out = {
+            **self._config(),
+            "num_images": np.array(self._num_images, np.int64),
+            "num_batches": np.array(self._num_batches, np.int64),
+            "given_boxes": _state.encode_flag(self._given["boxes"]),
+            "given_masks": _state.encode_flag(self._given["masks"]),
+            "labels": _state.concatenated(self._labels, np.zeros(0, np.int64)),
+            "predicted": _state.concatenated(self._predicted, np.zeros(0, np.int64)),
+            "pair_labels": _state.concatenated(
+                self._pair_labels, np.zeros((0, 2), np.int64)
+            ),
+        }
+        for branch in self.branches:
+            out[f"top1_cls/{branch}"] = _state.concatenated(
+                self._correct[branch], np.zeros(0, bool)
+            )
+        for key in self._keys():
+            suffix = "{}/{}/".format(*key)
+            out.update(
+                _state.prefixed(self.box_evaluators[key].state(), "box/" + suffix)
+            )
+            out.update(
+                _state.prefixed(self.mask_evaluators[key].state(), "mask/" + suffix)
+            )
+            for group, terms in (
+                ("terms/", self._terms[key]),
+                ("pair_terms/", self._pair_terms[key]),
+            ):
+                for name, values in terms.items():
+                    out[group + suffix + name] = _state.concatenated(
+                        values, np.zeros(0)
+                    )
+        return out
+
+    def save(self, path):
+        """Writes `state()` to a compressed NumPy archive (.npz).
+
+        `load` (or `merge`) on a CAMEvaluation of the same model, methods,
+        branches and options reads it back, e.g. to merge shards evaluated
+        on different machines.
+        """
+        _state.save(path, self.state())
+
+    def load_state(self, state):
+        """Replaces what was accumulated by a saved state; returns self.
+
+        Args:
+            state: a `state()` dict, another CAMEvaluation, or the path of
+                a file written by `save`.
+
+        Raises:
+            ValueError: for a state of an evaluation with other methods,
+                branches, confidence, causal metrics or evaluator options.
+        """
+        self.reset()
+        return self.merge(state)
+
+    def load(self, path):
+        """`load_state` from a file written by `save`; returns self."""
+        return self.load_state(path)
+
+    def merge(self, others):
+        """Adds the images of other evaluations (or states); returns self.
+
+        Box and mask counts are summed (integers: exact), per-image
+        outcomes appended after this evaluation's in the given order:
+        merging the evaluations of consecutive parts of a data set, in
+        order, gives the `result()` (intervals included) and `outcomes()`
+        of one evaluation over the whole set, bit for bit. (ROAD with a
+        seed draws each batch's noise from the batch's index within its
+        own part.)
+
+        Args:
+            others: a CAMEvaluation, a `state()` dict or a `save` path, or
+                a list of them.
+
+        Raises:
+            ValueError: for states of another configuration, or when some
+                had boxes (masks) and others did not.
+        """
+        config = self._config()
+        for other in _state.many(others):
+            theirs = _state.read(other, "others")
+            _state.check_same(config, theirs, list(config), "others")
+            for name in ("boxes", "masks"):
+                self._given[name] = _state.combine_flags(
+                    self._given[name], _state.decode_flag(theirs["given_" + name]), name
+                )
+            self._num_images += int(theirs["num_images"])
+            self._num_batches += int(theirs["num_batches"])
+            self._labels.extend(_state.parts(theirs["labels"]))
+            self._predicted.extend(_state.parts(theirs["predicted"]))
+            self._pair_labels.extend(_state.parts(theirs["pair_labels"]))
+            for branch in self.branches:
+                self._correct[branch].extend(_state.parts(theirs[f"top1_cls/{branch}"]))
+            for key in self._keys():
+                suffix = "{}/{}/".format(*key)
+                self.box_evaluators[key].merge(
+                    _state.unprefixed(theirs, "box/" + suffix)
+                )
+                self.mask_evaluators[key].merge(
+                    _state.unprefixed(theirs, "mask/" + suffix)
+                )
+                for group, terms in (
+                    ("terms/", self._terms[key]),
+                    ("pair_terms/", self._pair_terms[key]),
+                ):
+                    for name, values in terms.items():
+                        values.extend(_state.parts(theirs[group + suffix + name]))
+        return self
 
     def outcomes(self):
         """Every image's outcome of every metric, as plain arrays.

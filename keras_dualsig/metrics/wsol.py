@@ -7,6 +7,9 @@ Activation Maps", BMVC 2025 (arXiv:2511.05590) for their WSOL tables;
 docs/method.md, section "WSOL metrics", states its conventions.
 """
 
+import os
+from concurrent import futures
+
 import numpy as np
 
 from keras_dualsig._errors import (
@@ -14,10 +17,11 @@ from keras_dualsig._errors import (
     check_bool,
     check_choice,
     check_fraction,
+    check_positive_int,
     describe,
     invalid,
 )
-from keras_dualsig.metrics import _box_ops, _checks
+from keras_dualsig.metrics import _box_ops, _checks, _state
 
 # wsolevaluation's curve: 0.000, 0.001, ..., in steps of 0.001, plus 1.000
 # (1001 values, docs/method.md, section "CAM thresholds"); the first 1000 are
@@ -31,6 +35,19 @@ _V1_IOU = 50
 
 def _default_thresholds():
     return _DEFAULT_THRESHOLDS.copy()
+
+
+def available_cores():
+    """The CPU cores this process may run on (its affinity mask)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _check_num_workers(num_workers):
+    if num_workers is None:
+        return available_cores()
+    return check_positive_int(num_workers, "num_workers")
 
 
 def _check_iou_thresholds(iou_thresholds):
@@ -191,11 +208,20 @@ class BoxEvaluator:
             and the Loc flags, as bits (about (D + 1) * T / 8 bytes per
             image: 504 bytes at the defaults), so that every metric can be
             recomputed, or bootstrapped, over any subset of the images.
+        num_workers: threads scoring the maps of a batch in parallel
+            (OpenCV and NumPy release the GIL); default None: the cores
+            available to the process. The results do not depend on it.
+
+    The state (`state()`, counts and per-image outcomes as plain arrays) can
+    be saved (`save`), loaded (`load`, `from_state`) and merged (`merge`):
+    evaluators of shards of a data set, merged in the data set's order, give
+    exactly, bit for bit, the results and outcomes of one evaluator over it.
 
     Raises:
         ValueError: for thresholds outside [0, 1], IoU thresholds outside
-            (0, 100] or repeated, an unknown `gt_box_mode`, or a
-            `multi_contour` or `keep_outcomes` that is not a bool.
+            (0, 100] or repeated, an unknown `gt_box_mode`, a
+            `multi_contour` or `keep_outcomes` that is not a bool, or a
+            `num_workers` that is not a positive int.
 
     Example:
 
@@ -216,11 +242,13 @@ class BoxEvaluator:
         gt_box_mode="any",
         multi_contour=True,
         keep_outcomes=False,
+        num_workers=None,
     ):
         self.cam_thresholds = _checks.check_thresholds(
             cam_thresholds, "cam_thresholds", _default_thresholds()
         )
         self.keep_outcomes = check_bool(keep_outcomes, "keep_outcomes")
+        self.num_workers = _check_num_workers(num_workers)
         self.iou_thresholds = _check_iou_thresholds(iou_thresholds)
         self.loc_threshold = check_fraction(loc_threshold, "loc_threshold")
         self.gt_box_mode = check_choice(gt_box_mode, "gt_box_mode", _GT_BOX_MODES)
@@ -285,10 +313,9 @@ class BoxEvaluator:
             )
         self._with_correct = with_correct
         bits, loc = [], []
-        for index in range(batch):
-            multi_iou, single_iou, loc_iou = self._best_ious(
-                scoremaps[index], gt_boxes[index]
-            )
+        for index, (multi_iou, single_iou, loc_iou) in enumerate(
+            self._map_images(scoremaps, gt_boxes)
+        ):
             best = multi_iou if self.multi_contour else single_iou
             # (D, 1) vs (1, T) -> (D, T): one row per IoU threshold.
             passed = best[None, :] >= self._iou_fractions[:, None]
@@ -306,6 +333,18 @@ class BoxEvaluator:
         if self.keep_outcomes:
             self._bits.append(np.stack(bits))
             self._loc.append(np.array(loc, bool).reshape(batch, 2))
+
+    def _map_images(self, scoremaps, gt_boxes):
+        """`_best_ious` of every map, in order, on `num_workers` threads."""
+        workers = min(self.num_workers, len(gt_boxes))
+        if workers <= 1:
+            return [
+                self._best_ious(m, g) for m, g in zip(scoremaps, gt_boxes, strict=True)
+            ]
+        # Threads, not processes: findContours and the NumPy work release
+        # the GIL, and the maps need no copying. `map` keeps the order.
+        with futures.ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(self._best_ious, scoremaps, gt_boxes))
 
     def _best_ious(self, scoremap, gt):
         """Best IoU per CAM threshold for one map.
@@ -338,6 +377,130 @@ class BoxEvaluator:
         loc_box = largest[inverse[-1]]
         loc_iou = ious[loc_box, 0] if self.gt_box_mode == "first" else box_iou[loc_box]
         return multi_t[:-1], single_t[:-1], loc_iou
+
+    # Configuration keys of `state()`: states merge only when they agree.
+    _CONFIG_KEYS = (
+        "cam_thresholds",
+        "iou_thresholds",
+        "loc_threshold",
+        "gt_box_mode",
+        "multi_contour",
+        "keep_outcomes",
+    )
+
+    def state(self):
+        """Everything accumulated since the last reset, as plain arrays.
+
+        Returns:
+            dict: the configuration ("cam_thresholds" (T,), "iou_thresholds"
+            (D,), "loc_threshold", "gt_box_mode", "multi_contour",
+            "keep_outcomes"), the counts ("count", "num_correct" int64 (D,
+            T), "num_correct_v1" int64 (T,), "num_gt_known", "num_top1",
+            "with_correct" int8: -1 before any update, else whether
+            `correct` was given), and the per-image outcomes ("bits" uint8
+            (N, D + 1, ceil(T / 8)) packed pass bits, "loc" bool (N, 2); N =
+            0 without `keep_outcomes`).
+        """
+        rows, num_bytes = (
+            len(self.iou_thresholds) + 1,
+            -(-self.cam_thresholds.size // 8),
+        )
+        return {
+            "cam_thresholds": self.cam_thresholds.copy(),
+            "iou_thresholds": np.array(self.iou_thresholds, np.float64),
+            "loc_threshold": np.array(self.loc_threshold, np.float64),
+            "gt_box_mode": np.array(self.gt_box_mode),
+            "multi_contour": np.array(self.multi_contour),
+            "keep_outcomes": np.array(self.keep_outcomes),
+            "count": np.array(self._count, np.int64),
+            "num_correct": self._num_correct.copy(),
+            "num_correct_v1": self._num_correct_v1.copy(),
+            "num_gt_known": np.array(self._num_gt_known, np.int64),
+            "num_top1": np.array(self._num_top1, np.int64),
+            "with_correct": _state.encode_flag(self._with_correct),
+            "bits": _state.concatenated(
+                self._bits, np.zeros((0, rows, num_bytes), np.uint8)
+            ),
+            "loc": _state.concatenated(self._loc, np.zeros((0, 2), bool)),
+        }
+
+    def load_state(self, state):
+        """Replaces what was accumulated by a saved state; returns self.
+
+        Args:
+            state: a `state()` dict, another BoxEvaluator, or the path of a
+                file written by `save`.
+
+        Raises:
+            ValueError: for a state of an evaluator with another
+                configuration (thresholds, modes, keep_outcomes).
+        """
+        self.reset()
+        return self.merge(state)
+
+    @classmethod
+    def from_state(cls, state, num_workers=None):
+        """A new BoxEvaluator with the configuration and counts of `state`.
+
+        Args:
+            state: a `state()` dict, a BoxEvaluator or the path of a file
+                written by `save`.
+            num_workers: as in the constructor (not part of the state).
+        """
+        state = _state.read(state)
+        iou = state["iou_thresholds"]
+        evaluator = cls(
+            cam_thresholds=state["cam_thresholds"],
+            iou_thresholds=tuple(iou.tolist()),
+            loc_threshold=float(state["loc_threshold"]),
+            gt_box_mode=str(state["gt_box_mode"]),
+            multi_contour=bool(state["multi_contour"]),
+            keep_outcomes=bool(state["keep_outcomes"]),
+            num_workers=num_workers,
+        )
+        return evaluator.load_state(state)
+
+    def save(self, path):
+        """Writes `state()` to a compressed NumPy archive (.npz)."""
+        _state.save(path, self.state())
+
+    def load(self, path):
+        """`load_state` from a file written by `save`; returns self."""
+        return self.load_state(path)
+
+    def merge(self, others):
+        """Adds the images of other evaluators (or their states); returns self.
+
+        Counts are summed (exactly: integers), per-image outcomes appended
+        after this evaluator's in the given order. Merging the evaluators of
+        consecutive parts of a data set, in order, gives the results and
+        outcomes of one evaluator over the whole set, bit for bit.
+
+        Args:
+            others: a BoxEvaluator, a `state()` dict or a `save` path, or a
+                list of them.
+
+        Raises:
+            ValueError: for states of another configuration, or when some
+                gave `correct` and others did not.
+        """
+        mine = self.state()
+        for other in _state.many(others):
+            theirs = _state.read(other, "others")
+            _state.check_same(mine, theirs, self._CONFIG_KEYS, "others")
+            self._with_correct = _state.combine_flags(
+                self._with_correct,
+                _state.decode_flag(theirs["with_correct"]),
+                "correct",
+            )
+            self._count += int(theirs["count"])
+            self._num_correct += theirs["num_correct"].astype(np.int64)
+            self._num_correct_v1 += theirs["num_correct_v1"].astype(np.int64)
+            self._num_gt_known += int(theirs["num_gt_known"])
+            self._num_top1 += int(theirs["num_top1"])
+            self._bits.extend(_state.parts(theirs["bits"]))
+            self._loc.extend(_state.parts(theirs["loc"]))
+        return self
 
     def outcomes(self):
         """Each image's outcomes (needs `keep_outcomes=True`).
@@ -447,6 +610,9 @@ class MaskEvaluator:
             (uint16 for maps of at most 65,535 pixels, else uint32; 4 KB per
             image at the default thresholds).
 
+    Like `BoxEvaluator`, its state (integer histograms) can be saved,
+    loaded and merged exactly (`state`, `save`, `load`, `merge`).
+
     Raises:
         ValueError: for thresholds outside [0, 1], or a `keep_outcomes`
             that is not a bool.
@@ -531,6 +697,81 @@ class MaskEvaluator:
             )
             histograms[:, slot] = counts.reshape(batch, num_bins)
         return histograms
+
+    _CONFIG_KEYS = ("cam_thresholds", "keep_outcomes")
+
+    def state(self):
+        """Everything accumulated since the last reset, as plain arrays.
+
+        Returns:
+            dict: "cam_thresholds" (T,), "keep_outcomes", the summed
+            histograms "true_hist" and "false_hist" int64 (bins,), and the
+            per-image "histograms" (N, 2, bins) (N = 0 without
+            `keep_outcomes`).
+        """
+        num_bins = self._edges.shape[0] - 1
+        return {
+            "cam_thresholds": self.cam_thresholds.copy(),
+            "keep_outcomes": np.array(self.keep_outcomes),
+            "true_hist": self._true_hist.copy(),
+            "false_hist": self._false_hist.copy(),
+            "histograms": _state.concatenated(
+                self._histograms, np.zeros((0, 2, num_bins), np.uint32)
+            ),
+        }
+
+    def load_state(self, state):
+        """Replaces what was accumulated by a saved state; returns self.
+
+        Args:
+            state: a `state()` dict, another MaskEvaluator, or the path of
+                a file written by `save`.
+
+        Raises:
+            ValueError: for a state with other thresholds or keep_outcomes.
+        """
+        self.reset()
+        return self.merge(state)
+
+    @classmethod
+    def from_state(cls, state):
+        """A new MaskEvaluator with the configuration and counts of `state`."""
+        state = _state.read(state)
+        evaluator = cls(
+            cam_thresholds=state["cam_thresholds"],
+            keep_outcomes=bool(state["keep_outcomes"]),
+        )
+        return evaluator.load_state(state)
+
+    def save(self, path):
+        """Writes `state()` to a compressed NumPy archive (.npz)."""
+        _state.save(path, self.state())
+
+    def load(self, path):
+        """`load_state` from a file written by `save`; returns self."""
+        return self.load_state(path)
+
+    def merge(self, others):
+        """Adds the pixels of other evaluators (or their states); returns self.
+
+        Histograms are integer counts and add up exactly; per-image
+        histograms are appended in the given order.
+
+        Args:
+            others: a MaskEvaluator, a `state()` dict or a `save` path, or a
+                list of them.
+
+        Raises:
+            ValueError: for states with other thresholds or keep_outcomes.
+        """
+        mine = self.state()
+        for other in _state.many(others):
+            theirs = _state.read(other, "others")
+            _state.check_same(mine, theirs, self._CONFIG_KEYS, "others")
+            self._true_hist += theirs["true_hist"].astype(np.int64)
+            self._false_hist += theirs["false_hist"].astype(np.int64)
+            self._histograms.extend(_state.parts(theirs["histograms"]))
+        return self
 
     def outcomes(self):
         """Each image's histograms (needs `keep_outcomes=True`).
