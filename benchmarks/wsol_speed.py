@@ -7,7 +7,10 @@ The reference is the per-threshold loop of clovaai/wsolevaluation
 tests/helpers/wsol_reference.py: one OpenCV `findContours` per threshold, shared
 by the multi-contour (MaxBoxAccV2) and the largest-contour (MaxBoxAcc, GT-known
 Loc) boxes so that it does no redundant work. `BoxEvaluator` calls
-`findContours` once per distinct uint8 level.
+`findContours` once per distinct uint8 level. It runs twice, with
+`num_workers=1` and `num_workers=--num_workers` threads (default 2), on the same
+maps in the same run: their states must be identical (asserted), and the ratio
+is the thread scaling.
 
     python benchmarks/wsol_speed.py                      # 256 maps, ~15 s
     python benchmarks/wsol_speed.py --num_images=2000    # more maps
@@ -41,6 +44,7 @@ def define_flags():
     flags.DEFINE_integer("size", 224, "Score map height and width.")
     flags.DEFINE_integer("batch_size", 32, "Maps per BoxEvaluator.update call.")
     flags.DEFINE_integer("seed", 0, "Seed of the random maps and boxes.")
+    flags.DEFINE_integer("num_workers", 2, "Threads of the parallel BoxEvaluator.")
 
 
 def cam_like_maps(num_images, size, rng):
@@ -116,14 +120,20 @@ def run(flags_values):
     correct = rng.random(num_images) < 0.7
     thresholds = np.arange(0, 1.001, 0.001)
 
-    evaluator = kd.metrics.BoxEvaluator(cam_thresholds=thresholds)
+    evaluator = kd.metrics.BoxEvaluator(cam_thresholds=thresholds, num_workers=1)
+    parallel = kd.metrics.BoxEvaluator(
+        cam_thresholds=thresholds, num_workers=flags_values.num_workers
+    )
     reference = ReferenceBoxEvaluator(thresholds)
-    fast_seconds = reference_seconds = 0.0
+    fast_seconds = reference_seconds = parallel_seconds = 0.0
     for begin in range(0, num_images, flags_values.batch_size):
         batch = slice(begin, begin + flags_values.batch_size)
         start = time.perf_counter()
         evaluator.update(scoremaps[batch], gt_boxes[batch], correct[batch])
         fast_seconds += time.perf_counter() - start
+        start = time.perf_counter()
+        parallel.update(scoremaps[batch], gt_boxes[batch], correct[batch])
+        parallel_seconds += time.perf_counter() - start
         start = time.perf_counter()
         reference.update(scoremaps[batch], gt_boxes[batch], correct[batch])
         reference_seconds += time.perf_counter() - start
@@ -131,7 +141,12 @@ def run(flags_values):
     fast, expected = evaluator.result(), reference.result()
     if fast != expected:
         raise RuntimeError(f"Results differ: {fast} != {expected}")
+    one, many = evaluator.state(), parallel.state()
+    if any(not np.array_equal(one[key], many[key]) for key in one):
+        raise RuntimeError("num_workers=1 and the parallel evaluator differ")
     return {
+        "num_workers": flags_values.num_workers,
+        "parallel_seconds": parallel_seconds,
         "num_images": num_images,
         "size": size,
         "num_thresholds": len(thresholds),
@@ -160,6 +175,17 @@ def main(argv):
     print(
         f"| kd.metrics.BoxEvaluator | {m['fast_seconds']:.2f} "
         f"| {fast_rate:.1f} | {fast_rate / reference_rate:.1f}x |"
+    )
+    parallel_rate = m["num_images"] / m["parallel_seconds"]
+    print(
+        f"| kd.metrics.BoxEvaluator, {m['num_workers']} threads "
+        f"| {m['parallel_seconds']:.2f} | {parallel_rate:.1f} "
+        f"| {parallel_rate / reference_rate:.1f}x |"
+    )
+    print(
+        f"Thread scaling, {m['num_workers']} workers vs 1 (identical states): "
+        f"{parallel_rate / fast_rate:.2f}x on {kd.metrics.wsol.available_cores()} "
+        "available cores"
     )
 
 

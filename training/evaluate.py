@@ -18,9 +18,22 @@ every sigmoid-minus-softmax delta a paired-bootstrap interval. Writes to
 
   python -m training.evaluate --model=runs/sig/dual_sigmoid.keras \
       --output_dir=runs/eval
+
+Shards (e.g. on a batch system): each of N runs evaluates a contiguous block
+of the test batches and writes its evaluator states (state.npz, its figure
+sample, shard.json) instead of the results; --merge reads them, in shard
+order, and writes results.json, report.md, outcomes.npz and figures of the
+whole set, equal to one run's (kd.metrics.CAMEvaluation.merge):
+
+  python -m training.evaluate --model=M --num_shards=2 --shard_index=0 \
+      --output_dir=runs/eval/shard_0   # and --shard_index=1 ... shard_1
+  python -m training.evaluate --model=M --output_dir=runs/eval/all \
+      --merge=runs/eval/shard_0,runs/eval/shard_1
 """
 
+import json
 import os
+import types
 
 # Some oneDNN conv gradients crash on common CPUs; must precede TF's import.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -113,6 +126,20 @@ SPEC = [
         "Test images shown in the figures (0: no figures).",
         minimum=0,
     ),
+    flag(
+        "num_shards",
+        1,
+        "Split the test batches into this many contiguous shards; with more "
+        "than 1, this run evaluates --shard_index's and writes its states.",
+        minimum=1,
+    ),
+    flag("shard_index", 0, "The shard this run evaluates (0-based).", minimum=0),
+    flag(
+        "merge",
+        [],
+        "Output directories of shard runs: merge their states and write the "
+        "results of the whole set (no evaluation).",
+    ),
 ]
 # Shared flags evaluate does not use: it runs on one device, compiles nothing
 # and writes to --output_dir. Other values than the defaults are refused.
@@ -121,6 +148,12 @@ REPORT_FILE = "report.md"
 RESULTS_FILE = "results.json"
 OUTCOMES_FILE = "outcomes.npz"
 FIGURES_DIR = "figures"
+# What a shard run writes (--num_shards > 1) and --merge reads.
+SHARD_FILE = "shard.json"
+STATE_FILE = "state.npz"
+FIGURE_SAMPLE_FILE = "figure_sample.npz"
+# The flags a merge takes from the shards (they fix the evaluation's content).
+SHARD_FLAGS = ("methods", "confidence", "causal_metrics", "scorecam_channels")
 # Predicted boxes drawn in the figures: WSOL's usual CAM threshold.
 FIGURE_BOX_THRESHOLD = 0.2
 
@@ -161,6 +194,37 @@ class _Figures:
 
     def add_maps(self, method, branch, maps, n):
         self.maps.setdefault(method, {}).setdefault(branch, []).extend(maps[:n])
+
+    def state(self):
+        """The sample as plain arrays (what a shard run saves)."""
+        has_boxes = bool(self.images) and all(b is not None for b in self.gt_boxes)
+        out = {
+            "images": np.array(self.images),
+            "captions": np.array(self.captions, dtype=str),
+            "has_boxes": np.array(has_boxes),
+        }
+        if has_boxes:
+            out["gt_boxes"] = np.concatenate(self.gt_boxes).reshape(-1, 4)
+            out["gt_counts"] = np.array([len(b) for b in self.gt_boxes], np.int64)
+        for method, by_branch in self.maps.items():
+            for branch, maps in by_branch.items():
+                out[f"maps/{method}/{branch}"] = np.array(maps)
+        return out
+
+    def add_state(self, state):
+        """Appends a saved sample (the shards in order) while there is room."""
+        n = min(self.room(), len(state["captions"]))
+        if n <= 0:
+            return
+        gt_boxes = None
+        if bool(state["has_boxes"]):
+            splits = np.cumsum(state["gt_counts"])[:-1]
+            gt_boxes = np.split(state["gt_boxes"], splits)
+        self.add_images(list(state["images"]), list(state["captions"]), gt_boxes)
+        for key in state:
+            if key.startswith("maps/"):
+                _, method, branch = key.split("/")
+                self.add_maps(method, branch, state[key], n)
 
     def save(self, directory, loc_threshold):
         """Writes `<directory>/<method>.png`; returns their paths (none if no image)."""
@@ -209,6 +273,8 @@ def run(flags, datasets_override=None):
         "methods" ({method: {branch: {metric: percent}}}).
     """
     check_flags(flags)
+    if flags.merge:
+        return merge_shards(flags)
     info = models.read_model_info(flags.model, "model")
     devices.setup(flags)
     model = models.load_dual(flags.model)
@@ -216,17 +282,28 @@ def run(flags, datasets_override=None):
         model, flags.model, info, flags, datasets_override, "model"
     )
     figures = _Figures(flags.num_figure_images)
+    num_images = source.count("test", flags.max_images)
+    block = shard_block(num_images, flags)
     pairs = source.pairs(flags.batch_size, flags.max_images) if flags.pairs else None
+    if pairs is not None and flags.num_shards > 1:
+        pairs = _shard_batches(pairs, flags)
     evaluation = evaluate_batches(
         model,
-        test_batches(source, flags),
+        test_batches(source, flags, block),
         flags,
         figures,
-        num_images=source.count("test", flags.max_images),
+        num_images=block[1] if block else num_images,
         pairs=pairs,
     )
+    if flags.num_shards > 1:
+        return write_shard(evaluation, figures, source.name, flags)
+    return finish(evaluation, figures, source.name, flags)
+
+
+def finish(evaluation, figures, dataset, flags):
+    """Writes results.json, report.md, outcomes.npz and figures; returns results."""
     results = {
-        "dataset": source.name,
+        "dataset": dataset,
         **evaluation.result(
             intervals=flags.intervals,
             num_resamples=flags.num_resamples,
@@ -238,6 +315,131 @@ def run(flags, datasets_override=None):
         evaluation.save_outcomes(os.path.join(flags.output_dir, OUTCOMES_FILE))
     write_outputs(results, figures, flags.output_dir)
     return results
+
+
+def shard_block(num_images, flags):
+    """(first image, number of images) of this run's shard; None without shards.
+
+    Shards are contiguous blocks of whole batches (shard i: batches
+    [i * nb // N, (i + 1) * nb // N) of the nb batches), so that every image
+    is evaluated in the same batch as in one run, and the shards' states,
+    merged in order, are that run's.
+
+    Raises:
+        ValueError: (Keras template) for more shards than batches.
+    """
+    if flags.num_shards == 1:
+        return None
+    num_batches = -(-num_images // flags.batch_size)
+    if flags.num_shards > num_batches:
+        raise invalid(
+            "num_shards",
+            f"at most the number of test batches ({num_batches}: {num_images} "
+            f"images in batches of {flags.batch_size})",
+            flags.num_shards,
+        )
+    first, stop = _batch_range(num_batches, flags)
+    begin = first * flags.batch_size
+    return begin, min(stop * flags.batch_size, num_images) - begin
+
+
+def _batch_range(num_batches, flags):
+    index, count = flags.shard_index, flags.num_shards
+    return index * num_batches // count, (index + 1) * num_batches // count
+
+
+def _shard_batches(batches, flags):
+    """This shard's contiguous block of an already batched dataset."""
+    num_batches = data._cardinality(batches)
+    first, stop = _batch_range(num_batches, flags)
+    return batches.skip(first).take(stop - first)
+
+
+def write_shard(evaluation, figures, dataset, flags):
+    """Writes a shard's states to --output_dir; returns what shard.json holds."""
+    os.makedirs(flags.output_dir, exist_ok=True)
+    evaluation.save(os.path.join(flags.output_dir, STATE_FILE))
+    np.savez_compressed(
+        os.path.join(flags.output_dir, FIGURE_SAMPLE_FILE), **figures.state()
+    )
+    info = {
+        "dataset": dataset,
+        "num_shards": flags.num_shards,
+        "shard_index": flags.shard_index,
+        "num_images": evaluation.result()["num_images"],
+        **{name: getattr(flags, name) for name in SHARD_FLAGS},
+    }
+    info["methods"] = list(info["methods"])
+    info["causal_metrics"] = list(info["causal_metrics"])
+    files.write_json(os.path.join(flags.output_dir, SHARD_FILE), info)
+    logging.info(
+        "Shard %d/%d: %d images; states written to %s",
+        flags.shard_index,
+        flags.num_shards,
+        info["num_images"],
+        flags.output_dir,
+    )
+    return info
+
+
+def read_shards(directories):
+    """The shard.json of each directory, sorted by shard index, checked complete.
+
+    Raises:
+        ValueError: (Keras template) naming `merge` for a directory without
+            shard.json, shards of different runs, or missing or repeated
+            shards.
+    """
+    shards = []
+    for directory in directories:
+        path = os.path.join(directory, SHARD_FILE)
+        if not os.path.exists(path):
+            raise invalid(
+                "merge",
+                f"output directories of shard runs (each with a {SHARD_FILE})",
+                received=f"{directory!r} without {SHARD_FILE}",
+            )
+        with open(path) as f:
+            shards.append({**json.load(f), "directory": directory})
+    shards.sort(key=lambda shard: shard["shard_index"])
+    total = shards[0]["num_shards"]
+    same = ("dataset", "num_shards", *SHARD_FLAGS)
+    if [s["shard_index"] for s in shards] != list(range(total)) or any(
+        s[key] != shards[0][key] for s in shards for key in same
+    ):
+        raise invalid(
+            "merge",
+            f"the {total} shards 0 ... {total - 1} of one run (same dataset, "
+            f"--num_shards and {', '.join(SHARD_FLAGS)}), each once",
+            received=", ".join(
+                f"{s['directory']} (shard {s['shard_index']}/{s['num_shards']})"
+                for s in shards
+            ),
+        )
+    return shards
+
+
+def merge_shards(flags):
+    """--merge: the shards' states merged in shard order; writes the results."""
+    shards = read_shards(flags.merge)
+    flags = types.SimpleNamespace(
+        **{**vars(flags), **{name: shards[0][name] for name in SHARD_FLAGS}}
+    )
+    devices.setup(flags)
+    model = models.load_dual(flags.model)
+    evaluation = make_evaluation(model, flags)
+    figures = _Figures(flags.num_figure_images)
+    for shard in shards:
+        directory = shard["directory"]
+        evaluation.merge(os.path.join(directory, STATE_FILE))
+        with np.load(
+            os.path.join(directory, FIGURE_SAMPLE_FILE), allow_pickle=False
+        ) as sample:
+            figures.add_state({key: sample[key] for key in sample.files})
+    logging.info(
+        "Merged %d shards: %d images", len(shards), evaluation.result()["num_images"]
+    )
+    return finish(evaluation, figures, shards[0]["dataset"], flags)
 
 
 def check_methods(methods):
@@ -269,6 +471,18 @@ def check_flags(flags):
             "model", "the path of the stage-2 dual_sigmoid.keras", flags.model
         )
     check_methods(flags.methods)
+    if flags.shard_index >= flags.num_shards:
+        raise invalid(
+            "shard_index",
+            f"an index in [0, --num_shards={flags.num_shards})",
+            flags.shard_index,
+        )
+    if flags.merge and flags.num_shards != 1:
+        raise invalid(
+            "num_shards",
+            "1 with --merge (the shards' own count is read from their files)",
+            flags.num_shards,
+        )
     causal = list(flags.causal_metrics)
     if any(m not in CAUSAL_METRICS for m in causal) or len(set(causal)) != len(causal):
         raise invalid(
@@ -288,11 +502,12 @@ def check_flags(flags):
     data.check_flags(flags)
 
 
-def test_batches(source, flags):
+def test_batches(source, flags, block=None):
     """The test split in batches of dict elements, with masks where available.
 
     The embedded dataset has boxes and masks for the same images: both are
     read, in the same order, and zipped, so that one pass gives every metric.
+    `block`: None, or (first, count) the images of this run's shard.
     """
     test = source.elements("test", flags.max_images)
     masks = None if source.override is not None else source.masks()
@@ -305,7 +520,30 @@ def test_batches(source, flags):
             }
         )
         test = tf.data.Dataset.zip((test, mask_elements)).map(lambda a, b: {**a, **b})
+    if block is not None:
+        test = test.skip(block[0]).take(block[1])
     return test.batch(flags.batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def make_evaluation(model, flags):
+    """The `kd.metrics.CAMEvaluation` of the flags (methods, options)."""
+    return kd.metrics.CAMEvaluation(
+        model,
+        list(flags.methods),
+        branches=BRANCHES,
+        confidence=flags.confidence,
+        cam_options={"scorecam": {"max_channels": flags.scorecam_channels}}
+        if "scorecam" in flags.methods
+        else None,
+        causal_metrics=tuple(flags.causal_metrics),
+        causal_options={"road": {"seed": flags.seed}}
+        if "road" in flags.causal_metrics
+        else None,
+        # Per-image outcomes (a few hundred bytes per image and method-branch)
+        # only when intervals or outcomes.npz need them: without, memory
+        # does not grow with the data set.
+        keep_outcomes=bool(flags.intervals or flags.save_outcomes),
+    )
 
 
 def evaluate_batches(model, batches, flags, figures, num_images=None, pairs=None):
@@ -333,19 +571,7 @@ def evaluate_batches(model, batches, flags, figures, num_images=None, pairs=None
     Raises:
         ValueError: if `batches` is empty.
     """
-    evaluation = kd.metrics.CAMEvaluation(
-        model,
-        list(flags.methods),
-        branches=BRANCHES,
-        confidence=flags.confidence,
-        cam_options={"scorecam": {"max_channels": flags.scorecam_channels}}
-        if "scorecam" in flags.methods
-        else None,
-        causal_metrics=tuple(flags.causal_metrics),
-        causal_options={"road": {"seed": flags.seed}}
-        if "road" in flags.causal_metrics
-        else None,
-    )
+    evaluation = make_evaluation(model, flags)
     logits_fn = tf.function(model.logits, reduce_retracing=True)
     progress = keras.utils.Progbar(num_images, unit_name="image")
     seen = 0

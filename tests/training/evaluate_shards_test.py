@@ -1,0 +1,96 @@
+"""training/evaluate.py shards: --num_shards / --shard_index, then --merge.
+
+Two shard runs and their merge must write exactly the files of one run over
+the whole test split: results.json (intervals included) and report.md byte
+for byte, outcomes.npz array for array, and the same figures.
+"""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+from helpers.errors import raises_invalid
+
+import keras_dualsig as kd
+from training import evaluate, models
+from training import flags as flags_lib
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    info = kd.datasets.cluttered_mnist(
+        root=tmp_path_factory.mktemp("data"),
+        num_train=4,
+        num_val=4,
+        num_test=12,
+        image_size=56,
+    )
+    model_dir = tmp_path_factory.mktemp("model")
+    keras.utils.set_random_seed(0)
+    dual = kd.dual_sigmoid(kd.small_cnn(10, (56, 56, 3), width=8))
+    path = os.path.join(model_dir, "dual_sigmoid.keras")
+    dual.save(path)
+    models.write_model_info(str(model_dir), arch="small_cnn", image_size=56)
+    return info, path
+
+
+def _flags(setup, output_dir, **extra):
+    info, model = setup
+    return flags_lib.config(
+        evaluate.SPEC,
+        dataset="custom",
+        data_root=info.data_root,
+        metadata_root=info.metadata_root,
+        num_classes=10,
+        batch_size=5,  # 12 images: batches of 5, 5 and 2.
+        model=model,
+        output_dir=str(output_dir),
+        methods=["gradcam"],
+        num_resamples=20,
+        num_figure_images=7,  # More than shard 0's 5 images.
+        **extra,
+    )
+
+
+def test_two_shards_merged_equal_one_run(setup, tmp_path):
+    whole = evaluate.run(_flags(setup, tmp_path / "whole"))
+    shard_dirs = [tmp_path / "shard_1", tmp_path / "shard_0"]  # Any order.
+    for index, directory in zip((1, 0), shard_dirs, strict=True):
+        info = evaluate.run(_flags(setup, directory, num_shards=2, shard_index=index))
+        assert info["num_images"] == (5 if index == 0 else 7)
+        assert not (directory / "results.json").exists()
+    merged = evaluate.run(
+        _flags(setup, tmp_path / "all", merge=[str(d) for d in shard_dirs])
+    )
+    assert json.dumps(merged) == json.dumps(whole)
+    for name in ("results.json", "report.md"):
+        assert (tmp_path / "all" / name).read_bytes() == (
+            tmp_path / "whole" / name
+        ).read_bytes()
+    with (
+        np.load(tmp_path / "whole" / "outcomes.npz") as a,
+        np.load(tmp_path / "all" / "outcomes.npz") as b,
+    ):
+        assert sorted(a.files) == sorted(b.files)
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    for method in ("gradcam",):
+        image = keras.utils.load_img(tmp_path / "whole" / "figures" / f"{method}.png")
+        again = keras.utils.load_img(tmp_path / "all" / "figures" / f"{method}.png")
+        np.testing.assert_array_equal(np.asarray(image), np.asarray(again))
+
+    with raises_invalid("merge", "each once"):
+        evaluate.run(_flags(setup, tmp_path / "bad", merge=[str(shard_dirs[0])]))
+    with raises_invalid("merge", "shard.json"):
+        evaluate.run(_flags(setup, tmp_path / "bad", merge=[str(tmp_path)]))
+
+
+def test_shard_flag_errors(setup, tmp_path):
+    with raises_invalid("shard_index", "[0, --num_shards=2)"):
+        evaluate.run(_flags(setup, tmp_path, num_shards=2, shard_index=2))
+    with raises_invalid("num_shards", "at most the number of test batches (3"):
+        evaluate.run(_flags(setup, tmp_path, num_shards=4, shard_index=0))
+    with raises_invalid("num_shards", "1 with --merge"):
+        evaluate.run(_flags(setup, tmp_path, num_shards=2, merge=["x"]))
