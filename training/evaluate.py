@@ -34,6 +34,7 @@ whole set, equal to one run's (kd.metrics.CAMEvaluation.merge):
 import json
 import os
 import types
+from concurrent import futures
 
 # Some oneDNN conv gradients crash on common CPUs; must precede TF's import.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -141,9 +142,11 @@ SPEC = [
         "results of the whole set (no evaluation).",
     ),
 ]
-# Shared flags evaluate does not use: it runs on one device, compiles nothing
-# and writes to --output_dir. Other values than the defaults are refused.
-UNUSED_FLAGS = ("model_dir", "jit_compile", "strategy", "num_cpu_devices", "tpu")
+# Shared flags evaluate does not use: it compiles nothing and writes to
+# --output_dir. Other values than the defaults are refused.
+UNUSED_FLAGS = ("model_dir", "jit_compile", "tpu")
+# --strategy values evaluate runs (mirrored: one block of batches per device).
+EVALUATE_STRATEGIES = ("default", "mirrored")
 REPORT_FILE = "report.md"
 RESULTS_FILE = "results.json"
 OUTCOMES_FILE = "outcomes.npz"
@@ -276,11 +279,29 @@ def run(flags, datasets_override=None):
     if flags.merge:
         return merge_shards(flags)
     info = models.read_model_info(flags.model, "model")
-    devices.setup(flags)
+    strategy = devices.setup(flags)
     model = models.load_dual(flags.model)
     source = data.resolve_for(
         model, flags.model, info, flags, datasets_override, "model"
     )
+    replicas = (
+        list(strategy.extended.worker_devices) if flags.strategy == "mirrored" else []
+    )
+    if len(replicas) > 1:
+        evaluation, figures = evaluate_replicas(model, source, flags, replicas)
+    else:
+        evaluation, figures = evaluate_block(model, source, flags)
+    if flags.num_shards > 1:
+        return write_shard(evaluation, figures, source.name, flags)
+    return finish(evaluation, figures, source.name, flags)
+
+
+def evaluate_block(model, source, flags):
+    """Evaluates the shard of `flags` (the whole split without shards).
+
+    Returns:
+        (the `kd.metrics.CAMEvaluation`, the `_Figures` sample).
+    """
     figures = _Figures(flags.num_figure_images)
     num_images = source.count("test", flags.max_images)
     block = shard_block(num_images, flags)
@@ -295,9 +316,37 @@ def run(flags, datasets_override=None):
         num_images=block[1] if block else num_images,
         pairs=pairs,
     )
-    if flags.num_shards > 1:
-        return write_shard(evaluation, figures, source.name, flags)
-    return finish(evaluation, figures, source.name, flags)
+    return evaluation, figures
+
+
+def evaluate_replicas(model, source, flags, replicas):
+    """--strategy=mirrored: each device evaluates a contiguous block of batches.
+
+    The blocks are the shards of `shard_block` (one per replica), each
+    evaluated on its own thread under `tf.device(replica)`; their states
+    are merged in order (`CAMEvaluation.merge`), so the numbers are those
+    of one device.
+
+    Returns:
+        (the merged `kd.metrics.CAMEvaluation`, the merged `_Figures`).
+    """
+
+    def one(index):
+        shard = types.SimpleNamespace(
+            **{**vars(flags), "num_shards": len(replicas), "shard_index": index}
+        )
+        with tf.device(replicas[index]):
+            return evaluate_block(model, source, shard)
+
+    logging.info("Evaluating on %d replicas: %s", len(replicas), replicas)
+    with futures.ThreadPoolExecutor(len(replicas)) as pool:
+        parts = list(pool.map(one, range(len(replicas))))
+    evaluation, _ = parts[0]
+    evaluation.merge([part[0] for part in parts[1:]])
+    figures = _Figures(flags.num_figure_images)
+    for _, part_figures in parts:
+        figures.add_state(part_figures.state())
+    return evaluation, figures
 
 
 def finish(evaluation, figures, dataset, flags):
@@ -496,9 +545,23 @@ def check_flags(flags):
             raise invalid(
                 name,
                 f"its default {defaults[name]!r}: evaluate does not use it (it "
-                "runs on one device and writes to --output_dir)",
+                "compiles nothing and writes to --output_dir)",
                 getattr(flags, name),
             )
+    if flags.strategy not in EVALUATE_STRATEGIES:
+        raise invalid(
+            "strategy",
+            f"one of {EVALUATE_STRATEGIES} (several machines: run shards with "
+            "--num_shards / --shard_index and --merge)",
+            flags.strategy,
+        )
+    if flags.strategy == "mirrored" and flags.num_shards > 1:
+        raise invalid(
+            "num_shards",
+            "1 with --strategy=mirrored (the devices split the batches)",
+            flags.num_shards,
+        )
+    devices.check_flags(flags)
     data.check_flags(flags)
 
 

@@ -1,12 +1,17 @@
-"""training/evaluate.py shards: --num_shards / --shard_index, then --merge.
+"""training/evaluate.py at scale: shards and --merge, --strategy=mirrored.
 
-Two shard runs and their merge must write exactly the files of one run over
-the whole test split: results.json (intervals included) and report.md byte
-for byte, outcomes.npz array for array, and the same figures.
+Two shard runs and their merge, and a run on two logical CPU devices
+(MirroredStrategy, in a fresh process: logical devices must be set up
+before TensorFlow starts), must write exactly the files of one run over the
+whole test split: results.json (intervals included) and report.md byte for
+byte, outcomes.npz array for array, and the same figures.
 """
 
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -36,26 +41,53 @@ def setup(tmp_path_factory):
     return info, path
 
 
-def _flags(setup, output_dir, **extra):
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _values(setup, output_dir):
     info, model = setup
-    return flags_lib.config(
-        evaluate.SPEC,
-        dataset="custom",
-        data_root=info.data_root,
-        metadata_root=info.metadata_root,
-        num_classes=10,
-        batch_size=5,  # 12 images: batches of 5, 5 and 2.
-        model=model,
-        output_dir=str(output_dir),
-        methods=["gradcam"],
-        num_resamples=20,
-        num_figure_images=7,  # More than shard 0's 5 images.
-        **extra,
-    )
+    return {
+        "dataset": "custom",
+        "data_root": info.data_root,
+        "metadata_root": info.metadata_root,
+        "num_classes": 10,
+        "batch_size": 5,  # 12 images: batches of 5, 5 and 2.
+        "model": model,
+        "output_dir": str(output_dir),
+        "methods": ["gradcam"],
+        "num_resamples": 20,
+        "num_figure_images": 7,  # More than shard 0's 5 images.
+    }
 
 
-def test_two_shards_merged_equal_one_run(setup, tmp_path):
-    whole = evaluate.run(_flags(setup, tmp_path / "whole"))
+def _flags(setup, output_dir, **extra):
+    return flags_lib.config(evaluate.SPEC, **_values(setup, output_dir), **extra)
+
+
+@pytest.fixture(scope="module")
+def whole(setup, tmp_path_factory):
+    """One run over the whole split: (its results, its output directory)."""
+    directory = tmp_path_factory.mktemp("whole")
+    return evaluate.run(_flags(setup, directory)), directory
+
+
+def _assert_same_outputs(directory, reference):
+    for name in ("results.json", "report.md"):
+        assert (directory / name).read_bytes() == (reference / name).read_bytes()
+    with (
+        np.load(reference / "outcomes.npz") as a,
+        np.load(directory / "outcomes.npz") as b,
+    ):
+        assert sorted(a.files) == sorted(b.files)
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    image = keras.utils.load_img(reference / "figures" / "gradcam.png")
+    again = keras.utils.load_img(directory / "figures" / "gradcam.png")
+    np.testing.assert_array_equal(np.asarray(image), np.asarray(again))
+
+
+def test_two_shards_merged_equal_one_run(setup, whole, tmp_path):
+    whole, whole_dir = whole
     shard_dirs = [tmp_path / "shard_1", tmp_path / "shard_0"]  # Any order.
     for index, directory in zip((1, 0), shard_dirs, strict=True):
         info = evaluate.run(_flags(setup, directory, num_shards=2, shard_index=index))
@@ -65,21 +97,7 @@ def test_two_shards_merged_equal_one_run(setup, tmp_path):
         _flags(setup, tmp_path / "all", merge=[str(d) for d in shard_dirs])
     )
     assert json.dumps(merged) == json.dumps(whole)
-    for name in ("results.json", "report.md"):
-        assert (tmp_path / "all" / name).read_bytes() == (
-            tmp_path / "whole" / name
-        ).read_bytes()
-    with (
-        np.load(tmp_path / "whole" / "outcomes.npz") as a,
-        np.load(tmp_path / "all" / "outcomes.npz") as b,
-    ):
-        assert sorted(a.files) == sorted(b.files)
-        for key in a.files:
-            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-    for method in ("gradcam",):
-        image = keras.utils.load_img(tmp_path / "whole" / "figures" / f"{method}.png")
-        again = keras.utils.load_img(tmp_path / "all" / "figures" / f"{method}.png")
-        np.testing.assert_array_equal(np.asarray(image), np.asarray(again))
+    _assert_same_outputs(tmp_path / "all", whole_dir)
 
     with raises_invalid("merge", "each once"):
         evaluate.run(_flags(setup, tmp_path / "bad", merge=[str(shard_dirs[0])]))
@@ -94,3 +112,28 @@ def test_shard_flag_errors(setup, tmp_path):
         evaluate.run(_flags(setup, tmp_path, num_shards=4, shard_index=0))
     with raises_invalid("num_shards", "1 with --merge"):
         evaluate.run(_flags(setup, tmp_path, num_shards=2, merge=["x"]))
+    with raises_invalid("strategy", "--num_shards / --shard_index"):
+        evaluate.run(_flags(setup, tmp_path, strategy="multi_worker"))
+    with raises_invalid("num_shards", "1 with --strategy=mirrored"):
+        evaluate.run(_flags(setup, tmp_path, strategy="mirrored", num_shards=2))
+
+
+def test_mirrored_on_two_cpu_devices_equals_one_run(setup, whole, tmp_path):
+    _, whole_dir = whole
+    values = _values(setup, tmp_path)
+    values["methods"] = ",".join(values["methods"])
+    command = [
+        sys.executable,
+        "-m",
+        "training.evaluate",
+        *[f"--{name}={value}" for name, value in values.items()],
+        "--strategy=mirrored",
+        "--num_cpu_devices=2",
+    ]
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Evaluating on 2 replicas" in done.stderr
+    _assert_same_outputs(tmp_path, whole_dir)
