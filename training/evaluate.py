@@ -296,18 +296,23 @@ def run(flags, datasets_override=None):
     return finish(evaluation, figures, source.name, flags)
 
 
-def evaluate_block(model, source, flags):
+def evaluate_block(model, source, flags, replica=None):
     """Evaluates the shard of `flags` (the whole split without shards).
+
+    Args:
+        replica: None, or (index, count): evaluate only that replica's
+            contiguous part of the shard's batches (`_batch_range`).
 
     Returns:
         (the `kd.metrics.CAMEvaluation`, the `_Figures` sample).
     """
+    splits = _splits(flags, replica)
     figures = _Figures(flags.num_figure_images)
     num_images = source.count("test", flags.max_images)
-    block = shard_block(num_images, flags)
+    block = shard_block(num_images, flags, splits)
     pairs = source.pairs(flags.batch_size, flags.max_images) if flags.pairs else None
-    if pairs is not None and flags.num_shards > 1:
-        pairs = _shard_batches(pairs, flags)
+    if pairs is not None and splits:
+        pairs = _shard_batches(pairs, splits)
     evaluation = evaluate_batches(
         model,
         test_batches(source, flags, block),
@@ -322,25 +327,25 @@ def evaluate_block(model, source, flags):
 def evaluate_replicas(model, source, flags, replicas):
     """--strategy=mirrored: each device evaluates a contiguous block of batches.
 
-    The blocks are the shards of `shard_block` (one per replica), each
-    evaluated on its own thread under `tf.device(replica)`; their states
-    are merged in order (`CAMEvaluation.merge`), so the numbers are those
-    of one device.
+    The shard's batches (all without --num_shards) are split again into one
+    contiguous block per replica (`_batch_range`), each evaluated on its own
+    thread under `tf.device(replica)`; their states are merged in order
+    (`CAMEvaluation.merge`), so the numbers are those of one device.
 
     Returns:
         (the merged `kd.metrics.CAMEvaluation`, the merged `_Figures`).
     """
+    num_batches = -(-source.count("test", flags.max_images) // flags.batch_size)
+    first, stop = _batch_range(num_batches, _splits(flags))
+    count = max(1, min(len(replicas), stop - first))
 
     def one(index):
-        shard = types.SimpleNamespace(
-            **{**vars(flags), "num_shards": len(replicas), "shard_index": index}
-        )
         with tf.device(replicas[index]):
-            return evaluate_block(model, source, shard)
+            return evaluate_block(model, source, flags, replica=(index, count))
 
-    logging.info("Evaluating on %d replicas: %s", len(replicas), replicas)
-    with futures.ThreadPoolExecutor(len(replicas)) as pool:
-        parts = list(pool.map(one, range(len(replicas))))
+    logging.info("Evaluating on %d replicas: %s", count, replicas[:count])
+    with futures.ThreadPoolExecutor(count) as pool:
+        parts = list(pool.map(one, range(count)))
     evaluation, _ = parts[0]
     evaluation.merge([part[0] for part in parts[1:]])
     figures = _Figures(flags.num_figure_images)
@@ -366,18 +371,30 @@ def finish(evaluation, figures, dataset, flags):
     return results
 
 
-def shard_block(num_images, flags):
+def _splits(flags, replica=None):
+    """The (index, count) splits of the batches this run evaluates, outermost first."""
+    splits = [(flags.shard_index, flags.num_shards)] if flags.num_shards > 1 else []
+    return splits + ([replica] if replica is not None else [])
+
+
+def shard_block(num_images, flags, splits=None):
     """(first image, number of images) of this run's shard; None without shards.
 
     Shards are contiguous blocks of whole batches (shard i: batches
-    [i * nb // N, (i + 1) * nb // N) of the nb batches), so that every image
-    is evaluated in the same batch as in one run, and the shards' states,
-    merged in order, are that run's.
+    [i * nb // N, (i + 1) * nb // N) of the nb batches; with
+    --strategy=mirrored, each replica a block of its shard's in turn), so
+    that every image is evaluated in the same batch as in one run, and the
+    shards' states, merged in order, are that run's.
+
+    Args:
+        splits: (index, count) pairs, outermost first; default the shard of
+            --num_shards / --shard_index.
 
     Raises:
         ValueError: (Keras template) for more shards than batches.
     """
-    if flags.num_shards == 1:
+    splits = _splits(flags) if splits is None else splits
+    if not splits:
         return None
     num_batches = -(-num_images // flags.batch_size)
     if flags.num_shards > num_batches:
@@ -387,20 +404,23 @@ def shard_block(num_images, flags):
             f"images in batches of {flags.batch_size})",
             flags.num_shards,
         )
-    first, stop = _batch_range(num_batches, flags)
+    first, stop = _batch_range(num_batches, splits)
     begin = first * flags.batch_size
     return begin, min(stop * flags.batch_size, num_images) - begin
 
 
-def _batch_range(num_batches, flags):
-    index, count = flags.shard_index, flags.num_shards
-    return index * num_batches // count, (index + 1) * num_batches // count
+def _batch_range(num_batches, splits):
+    """[first, stop) batches of nested contiguous splits [(index, count), ...]."""
+    first, stop = 0, num_batches
+    for index, count in splits:
+        size = stop - first
+        first, stop = first + index * size // count, first + (index + 1) * size // count
+    return first, stop
 
 
-def _shard_batches(batches, flags):
-    """This shard's contiguous block of an already batched dataset."""
-    num_batches = data._cardinality(batches)
-    first, stop = _batch_range(num_batches, flags)
+def _shard_batches(batches, splits):
+    """The `splits` block of an already batched dataset."""
+    first, stop = _batch_range(data._cardinality(batches), splits)
     return batches.skip(first).take(stop - first)
 
 
@@ -554,12 +574,6 @@ def check_flags(flags):
             f"one of {EVALUATE_STRATEGIES} (several machines: run shards with "
             "--num_shards / --shard_index and --merge)",
             flags.strategy,
-        )
-    if flags.strategy == "mirrored" and flags.num_shards > 1:
-        raise invalid(
-            "num_shards",
-            "1 with --strategy=mirrored (the devices split the batches)",
-            flags.num_shards,
         )
     devices.check_flags(flags)
     data.check_flags(flags)

@@ -114,8 +114,6 @@ def test_shard_flag_errors(setup, tmp_path):
         evaluate.run(_flags(setup, tmp_path, num_shards=2, merge=["x"]))
     with raises_invalid("strategy", "--num_shards / --shard_index"):
         evaluate.run(_flags(setup, tmp_path, strategy="multi_worker"))
-    with raises_invalid("num_shards", "1 with --strategy=mirrored"):
-        evaluate.run(_flags(setup, tmp_path, strategy="mirrored", num_shards=2))
 
 
 def test_mirrored_on_two_cpu_devices_equals_one_run(setup, whole, tmp_path):
@@ -137,3 +135,16 @@ def test_mirrored_on_two_cpu_devices_equals_one_run(setup, whole, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Evaluating on 2 replicas" in done.stderr
     _assert_same_outputs(tmp_path, whole_dir)
+
+
+def test_batch_blocks_partition_the_batches():
+    # 10 batches, 3 shards, each split again over 2 replicas (as
+    # --strategy=mirrored with --num_shards does): contiguous, in order,
+    # every batch exactly once.
+    blocks = [
+        evaluate._batch_range(10, [(shard, 3), (replica, 2)])
+        for shard in range(3)
+        for replica in range(2)
+    ]
+    assert blocks == [(0, 1), (1, 3), (3, 4), (4, 6), (6, 8), (8, 10)]
+    assert evaluate._batch_range(10, []) == (0, 10)
