@@ -38,6 +38,16 @@ from training.flags import flag  # noqa: E402
 
 BRANCHES = ("softmax", "sigmoid")
 DEFAULT_METHODS = list(kd.cams.NAMES)
+# The variants of the paper's tables (the quickstart's default).
+PAPER_METHODS = [
+    "cam",
+    "gradcam",
+    "gradcam++",
+    "xgradcam",
+    "layercam",
+    "hirescam",
+    "scorecam",
+]
 METHOD_TITLES = {
     "cam": "CAM",
     "gradcam": "Grad-CAM",
