@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from training import quickstart
 from training import flags as flags_lib
+from training import quickstart
 
 METHODS = ["cam", "gradcam", "scorecam"]
 
