@@ -3,9 +3,9 @@ r"""Evaluate both branches of a dual-sigmoid model with every CAM variant.
 For each method and branch: WSOL metrics (Top-1 Loc, GT-known Loc, MaxBoxAccV2,
 pointing games on box datasets; PxAP on mask datasets) from maps of the
 ground-truth class, and explanation fidelity (Average Drop, Increase in
-Confidence, Average Gain, and with --causal_metrics ROAD, deletion,
-insertion) from maps of the predicted class; on the embedded dataset also the
-class-discrimination test on its two-digit images (--pairs). With
+Confidence, Average Gain, and on request ROAD, deletion, insertion) from maps
+of the predicted class; on the embedded dataset also the class-discrimination
+test on its two-digit images. --metrics picks the families. With
 --intervals (default), every number has a seeded 95% bootstrap interval and
 every sigmoid-minus-softmax delta a paired-bootstrap interval. Writes to
 --output_dir:
@@ -75,6 +75,8 @@ REPORT_METRICS = (
 )
 LOWER_IS_BETTER = {"Average Drop", "Deletion AUC", "ROAD combined"}
 CAUSAL_METRICS = ("road", "deletion", "insertion")
+FAMILIES = ("wsol", "fidelity", "pairs", *CAUSAL_METRICS)
+DEFAULT_FAMILIES = ("wsol", "fidelity", "pairs")
 
 SPEC = [
     *flags_lib.COMMON,
@@ -94,16 +96,13 @@ SPEC = [
         choices=("softmax", "sigmoid_softmax"),
     ),
     flag(
-        "causal_metrics",
-        [],
-        "Optional causal metrics on the maps of the predicted class: road, "
-        "deletion, insertion (many model calls per image).",
-    ),
-    flag(
-        "pairs",
-        True,
-        "Also score the class-discrimination test on the dataset's two-object "
-        "test images (the embedded dataset's test_pairs split).",
+        "metrics",
+        list(DEFAULT_FAMILIES),
+        "Metric families: wsol (boxes / masks, pointing games), fidelity "
+        "(Average Drop, Increase in Confidence, Average Gain), pairs (the "
+        "class-discrimination test on the dataset's two-object test images, "
+        "the embedded dataset's test_pairs split), and the causal metrics "
+        "road, deletion, insertion (many model calls per image).",
     ),
     flag(
         "intervals",
@@ -226,7 +225,15 @@ def run(flags, datasets_override=None):
         model, flags.model, info, flags, datasets_override, "model"
     )
     figures = _Figures(flags.num_figure_images)
-    pairs = source.pairs(flags.batch_size, flags.max_images) if flags.pairs else None
+    pairs = None
+    if "pairs" in flags.metrics:
+        pairs = source.pairs(flags.batch_size, flags.max_images)
+        if pairs is None and list(flags.metrics) != list(DEFAULT_FAMILIES):
+            logging.warning(
+                "--metrics has pairs, but %s has no two-object test images "
+                "(the embedded dataset has them): no pairs test.",
+                source.name,
+            )
     evaluation = evaluate_batches(
         model,
         test_batches(source, flags),
@@ -279,12 +286,16 @@ def check_flags(flags):
             "model", "the path of the stage-2 dual_sigmoid.keras", flags.model
         )
     check_methods(flags.methods)
-    causal = list(flags.causal_metrics)
-    if any(m not in CAUSAL_METRICS for m in causal) or len(set(causal)) != len(causal):
+    families = list(flags.metrics)
+    if (
+        not families
+        or any(m not in FAMILIES for m in families)
+        or len(set(families)) != len(families)
+    ):
         raise invalid(
-            "causal_metrics",
-            "distinct names among " + ", ".join(CAUSAL_METRICS),
-            flags.causal_metrics,
+            "metrics",
+            "a non-empty list of distinct metric families among " + ", ".join(FAMILIES),
+            flags.metrics,
         )
     defaults = {item.name: item.default for item in SPEC}
     for name in UNUSED_FLAGS:
@@ -331,7 +342,8 @@ def evaluate_batches(model, batches, flags, figures, num_images=None, pairs=None
     Args:
         model: a DualSigmoidModel.
         batches: dict batches as `test_batches` gives them.
-        flags: namespace with methods, scorecam_channels and confidence.
+        flags: namespace with methods, metrics, seed, scorecam_channels and
+            confidence.
         figures: a `_Figures` collecting the figures' images and maps.
         num_images: number of images, for the progress bar (None: unknown).
         pairs: None, or batches of two-object images ("image", "labels"
@@ -343,6 +355,8 @@ def evaluate_batches(model, batches, flags, figures, num_images=None, pairs=None
     Raises:
         ValueError: if `batches` is empty.
     """
+    causal = tuple(m for m in flags.metrics if m in CAUSAL_METRICS)
+    wsol = "wsol" in flags.metrics
     evaluation = kd.metrics.CAMEvaluation(
         model,
         list(flags.methods),
@@ -351,10 +365,9 @@ def evaluate_batches(model, batches, flags, figures, num_images=None, pairs=None
         cam_options={"scorecam": {"max_channels": flags.scorecam_channels}}
         if "scorecam" in flags.methods
         else None,
-        causal_metrics=tuple(flags.causal_metrics),
-        causal_options={"road": {"seed": flags.seed}}
-        if "road" in flags.causal_metrics
-        else None,
+        causal_metrics=causal,
+        causal_options={"road": {"seed": flags.seed}} if "road" in causal else None,
+        fidelity_metrics="fidelity" in flags.metrics,
     )
     logits_fn = tf.function(model.logits, reduce_retracing=True)
     progress = keras.utils.Progbar(num_images, unit_name="image")
@@ -362,14 +375,15 @@ def evaluate_batches(model, batches, flags, figures, num_images=None, pairs=None
     for batch in batches:
         images = batch["image"]
         labels = batch["label"].numpy().astype(np.int64)
-        boxes = batch["boxes"].numpy() if "boxes" in batch else None
+        boxes = batch["boxes"].numpy() if wsol and "boxes" in batch else None
+        has_masks = wsol and "mask" in batch
         maps = evaluation.update(
             images,
             labels,
             boxes=boxes,
             num_boxes=batch["num_boxes"].numpy() if boxes is not None else None,
-            masks=batch["mask"].numpy() if "mask" in batch else None,
-            ignore=batch["ignore"].numpy() if "mask" in batch else None,
+            masks=batch["mask"].numpy() if has_masks else None,
+            ignore=batch["ignore"].numpy() if has_masks else None,
         )
         if figures.room() > 0:
             logits = logits_fn(images)
