@@ -73,7 +73,7 @@ REPORT_METRICS = (
     "Pointing game (pairs)",
     "Energy pointing game (pairs)",
 )
-LOWER_IS_BETTER = {"Average Drop", "Deletion AUC", "ROAD combined"}
+LOWER_IS_BETTER = {"Average Drop", "Deletion AUC"}
 CAUSAL_METRICS = ("road", "deletion", "insertion")
 FAMILIES = ("wsol", "fidelity", "pairs", *CAUSAL_METRICS)
 DEFAULT_FAMILIES = ("wsol", "fidelity", "pairs")
