@@ -3,9 +3,9 @@ r"""Evaluate both branches of a dual-sigmoid model with every CAM variant.
 For each method and branch: WSOL metrics (Top-1 Loc, GT-known Loc, MaxBoxAccV2,
 pointing games on box datasets; PxAP on mask datasets) from maps of the
 ground-truth class, and explanation fidelity (Average Drop, Increase in
-Confidence, Average Gain, and with --causal_metrics ROAD, deletion,
-insertion) from maps of the predicted class; on the embedded dataset also the
-class-discrimination test on its two-digit images (--pairs). With
+Confidence, Average Gain, and on request ROAD, deletion, insertion) from maps
+of the predicted class; on the embedded dataset also the class-discrimination
+test on its two-digit images. --metrics picks the families. With
 --intervals (default), every number has a seeded 95% bootstrap interval and
 every sigmoid-minus-softmax delta a paired-bootstrap interval. Writes to
 --output_dir:
@@ -52,6 +52,16 @@ from training.flags import flag  # noqa: E402
 
 BRANCHES = ("softmax", "sigmoid")
 DEFAULT_METHODS = list(kd.cams.NAMES)
+# The variants of the paper's tables (the quickstart's default).
+PAPER_METHODS = [
+    "cam",
+    "gradcam",
+    "gradcam++",
+    "xgradcam",
+    "layercam",
+    "hirescam",
+    "scorecam",
+]
 METHOD_TITLES = {
     "cam": "CAM",
     "gradcam": "Grad-CAM",
@@ -77,8 +87,10 @@ REPORT_METRICS = (
     "Pointing game (pairs)",
     "Energy pointing game (pairs)",
 )
-LOWER_IS_BETTER = {"Average Drop", "Deletion AUC", "ROAD combined"}
+LOWER_IS_BETTER = {"Average Drop", "Deletion AUC"}
 CAUSAL_METRICS = ("road", "deletion", "insertion")
+FAMILIES = ("wsol", "fidelity", "pairs", *CAUSAL_METRICS)
+DEFAULT_FAMILIES = ("wsol", "fidelity", "pairs")
 
 SPEC = [
     *flags_lib.COMMON,
@@ -98,16 +110,13 @@ SPEC = [
         choices=("softmax", "sigmoid_softmax"),
     ),
     flag(
-        "causal_metrics",
-        [],
-        "Optional causal metrics on the maps of the predicted class: road, "
-        "deletion, insertion (many model calls per image).",
-    ),
-    flag(
-        "pairs",
-        True,
-        "Also score the class-discrimination test on the dataset's two-object "
-        "test images (the embedded dataset's test_pairs split).",
+        "metrics",
+        list(DEFAULT_FAMILIES),
+        "Metric families: wsol (boxes / masks, pointing games), fidelity "
+        "(Average Drop, Increase in Confidence, Average Gain), pairs (the "
+        "class-discrimination test on the dataset's two-object test images, "
+        "the embedded dataset's test_pairs split), and the causal metrics "
+        "road, deletion, insertion (many model calls per image).",
     ),
     flag(
         "intervals",
@@ -156,7 +165,7 @@ SHARD_FILE = "shard.json"
 STATE_FILE = "state.npz"
 FIGURE_SAMPLE_FILE = "figure_sample.npz"
 # The flags a merge takes from the shards (they fix the evaluation's content).
-SHARD_FLAGS = ("methods", "confidence", "causal_metrics", "scorecam_channels")
+SHARD_FLAGS = ("methods", "confidence", "metrics", "scorecam_channels")
 # Predicted boxes drawn in the figures: WSOL's usual CAM threshold.
 FIGURE_BOX_THRESHOLD = 0.2
 
@@ -310,7 +319,15 @@ def evaluate_block(model, source, flags, replica=None):
     figures = _Figures(flags.num_figure_images)
     num_images = source.count("test", flags.max_images)
     block = shard_block(num_images, flags, splits)
-    pairs = source.pairs(flags.batch_size, flags.max_images) if flags.pairs else None
+    pairs = None
+    if "pairs" in flags.metrics:
+        pairs = source.pairs(flags.batch_size, flags.max_images)
+        if pairs is None and list(flags.metrics) != list(DEFAULT_FAMILIES):
+            logging.warning(
+                "--metrics has pairs, but %s has no two-object test images "
+                "(the embedded dataset has them): no pairs test.",
+                source.name,
+            )
     if pairs is not None and splits:
         pairs = _shard_batches(pairs, splits)
     evaluation = evaluate_batches(
@@ -439,7 +456,7 @@ def write_shard(evaluation, figures, dataset, flags):
         **{name: getattr(flags, name) for name in SHARD_FLAGS},
     }
     info["methods"] = list(info["methods"])
-    info["causal_metrics"] = list(info["causal_metrics"])
+    info["metrics"] = list(info["metrics"])
     files.write_json(os.path.join(flags.output_dir, SHARD_FILE), info)
     logging.info(
         "Shard %d/%d: %d images; states written to %s",
@@ -552,12 +569,16 @@ def check_flags(flags):
             "1 with --merge (the shards' own count is read from their files)",
             flags.num_shards,
         )
-    causal = list(flags.causal_metrics)
-    if any(m not in CAUSAL_METRICS for m in causal) or len(set(causal)) != len(causal):
+    families = list(flags.metrics)
+    if (
+        not families
+        or any(m not in FAMILIES for m in families)
+        or len(set(families)) != len(families)
+    ):
         raise invalid(
-            "causal_metrics",
-            "distinct names among " + ", ".join(CAUSAL_METRICS),
-            flags.causal_metrics,
+            "metrics",
+            "a non-empty list of distinct metric families among " + ", ".join(FAMILIES),
+            flags.metrics,
         )
     defaults = {item.name: item.default for item in SPEC}
     for name in UNUSED_FLAGS:
@@ -603,7 +624,8 @@ def test_batches(source, flags, block=None):
 
 
 def make_evaluation(model, flags):
-    """The `kd.metrics.CAMEvaluation` of the flags (methods, options)."""
+    """The `kd.metrics.CAMEvaluation` of the flags (methods, metrics, options)."""
+    causal = tuple(m for m in flags.metrics if m in CAUSAL_METRICS)
     return kd.metrics.CAMEvaluation(
         model,
         list(flags.methods),
@@ -612,10 +634,9 @@ def make_evaluation(model, flags):
         cam_options={"scorecam": {"max_channels": flags.scorecam_channels}}
         if "scorecam" in flags.methods
         else None,
-        causal_metrics=tuple(flags.causal_metrics),
-        causal_options={"road": {"seed": flags.seed}}
-        if "road" in flags.causal_metrics
-        else None,
+        causal_metrics=causal,
+        causal_options={"road": {"seed": flags.seed}} if "road" in causal else None,
+        fidelity_metrics="fidelity" in flags.metrics,
         # Per-image outcomes (a few hundred bytes per image and method-branch)
         # only when intervals or outcomes.npz need them: without, memory
         # does not grow with the data set.
@@ -636,7 +657,8 @@ def evaluate_batches(model, batches, flags, figures, num_images=None, pairs=None
     Args:
         model: a DualSigmoidModel.
         batches: dict batches as `test_batches` gives them.
-        flags: namespace with methods, scorecam_channels and confidence.
+        flags: namespace with methods, metrics, seed, scorecam_channels and
+            confidence.
         figures: a `_Figures` collecting the figures' images and maps.
         num_images: number of images, for the progress bar (None: unknown).
         pairs: None, or batches of two-object images ("image", "labels"
@@ -648,6 +670,7 @@ def evaluate_batches(model, batches, flags, figures, num_images=None, pairs=None
     Raises:
         ValueError: if `batches` is empty.
     """
+    wsol = "wsol" in flags.metrics
     evaluation = make_evaluation(model, flags)
     logits_fn = tf.function(model.logits, reduce_retracing=True)
     progress = keras.utils.Progbar(num_images, unit_name="image")
@@ -655,14 +678,15 @@ def evaluate_batches(model, batches, flags, figures, num_images=None, pairs=None
     for batch in batches:
         images = batch["image"]
         labels = batch["label"].numpy().astype(np.int64)
-        boxes = batch["boxes"].numpy() if "boxes" in batch else None
+        boxes = batch["boxes"].numpy() if wsol and "boxes" in batch else None
+        has_masks = wsol and "mask" in batch
         maps = evaluation.update(
             images,
             labels,
             boxes=boxes,
             num_boxes=batch["num_boxes"].numpy() if boxes is not None else None,
-            masks=batch["mask"].numpy() if "mask" in batch else None,
-            ignore=batch["ignore"].numpy() if "mask" in batch else None,
+            masks=batch["mask"].numpy() if has_masks else None,
+            ignore=batch["ignore"].numpy() if has_masks else None,
         )
         if figures.room() > 0:
             logits = logits_fn(images)

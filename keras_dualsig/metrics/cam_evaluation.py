@@ -298,6 +298,9 @@ class CAMEvaluation:
             different noise.
         keep_outcomes: keep the per-image outcomes (default True; needed by
             `result(intervals=True)`, `outcomes()` and `save_outcomes`).
+        fidelity_metrics: score Average Drop, Increase in Confidence and Average
+            Gain (default True). False skips their model calls (the maps of
+            k* are still made for `causal_metrics`).
 
     Attributes:
         cams: dict method -> the CAM object.
@@ -343,6 +346,7 @@ class CAMEvaluation:
         causal_metrics=(),
         causal_options=None,
         keep_outcomes=True,
+        fidelity_metrics=True,
     ):
         self.model = model
         self.methods = _check_methods(methods)
@@ -357,6 +361,7 @@ class CAMEvaluation:
             causal_metrics, causal_options
         )
         self.keep_outcomes = check_bool(keep_outcomes, "keep_outcomes")
+        self.fidelity_metrics = check_bool(fidelity_metrics, "fidelity_metrics")
         for options in (self._box_options, self._mask_options):
             if "keep_outcomes" in options:
                 raise invalid(
@@ -382,7 +387,7 @@ class CAMEvaluation:
 
     def _metric_names(self):
         """The per-image metrics kept as plain arrays, in result order."""
-        names = [*FIDELITY_METRICS, GAIN_METRIC]
+        names = [*FIDELITY_METRICS, GAIN_METRIC] if self.fidelity_metrics else []
         for name in self.causal_metrics:
             names.extend(CAUSAL_METRICS[name])
         return names
@@ -502,7 +507,8 @@ class CAMEvaluation:
                     self._terms[key]["Energy pointing game"].append(energy)
                 if masks is not None:
                     self.mask_evaluators[key].update(maps, masks, ignore)
-                self._add_fidelity(key, cam, images, maps, predicted, wrong, y)
+                if self.fidelity_metrics or self.causal_metrics:
+                    self._add_fidelity(key, cam, images, maps, predicted, wrong, y)
         for branch in self.branches:
             self._correct[branch].append(np.argmax(logits[branch], axis=-1) == labels)
         self._labels.append(labels)
@@ -516,14 +522,16 @@ class CAMEvaluation:
         if wrong.size:
             maps = maps.copy()
             maps[wrong] = cam(images[wrong], predicted[wrong], branch=key[1])
-        o = self._scorer.scores(images * maps[..., None], predicted)
-        terms = dict(
-            zip(
-                (*FIDELITY_METRICS, GAIN_METRIC),
-                fidelity._confidence_terms(y, o),
-                strict=True,
+        terms = {}
+        if self.fidelity_metrics:
+            o = self._scorer.scores(images * maps[..., None], predicted)
+            terms = dict(
+                zip(
+                    (*FIDELITY_METRICS, GAIN_METRIC),
+                    fidelity._confidence_terms(y, o),
+                    strict=True,
+                )
             )
-        )
         for name in self.causal_metrics:
             terms.update(self._causal_terms(name, images, maps, predicted))
         for name, values in terms.items():
@@ -699,6 +707,7 @@ class CAMEvaluation:
             "config/branches": np.array(self.branches),
             "config/confidence": np.array(self.confidence),
             "config/causal_metrics": np.array(self.causal_metrics, dtype=str),
+            "config/fidelity_metrics": np.array(self.fidelity_metrics),
         }
 
     def state(self):
@@ -710,7 +719,8 @@ class CAMEvaluation:
 
         Returns:
             dict of NumPy arrays: "config/methods", "config/branches",
-            "config/confidence", "config/causal_metrics" (str); "num_images",
+            "config/confidence", "config/causal_metrics" (str),
+            "config/fidelity_metrics" (bool); "num_images",
             "num_batches"; "given_boxes", "given_masks" (int8: -1 before the
             first update); "labels", "predicted", "top1_cls/<branch>" (N,);
             per (method, branch) "terms/<m>/<b>/<metric>" (N,) per-image

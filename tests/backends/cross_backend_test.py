@@ -8,6 +8,7 @@ TensorFlow's. `.ci/run` sets the folder and `KD_REQUIRE_BACKEND_REFERENCE=1`,
 so in CI a missing reference fails instead of skipping.
 """
 
+import json
 import os
 
 import keras
@@ -108,4 +109,7 @@ def test_maps_equal_tensorflows(name, tmp_path):
     assert sorted(maps) == sorted(expected.files)
     gaps = {key: float(np.abs(maps[key] - expected[key]).max()) for key in maps}
     worst = max(gaps, key=gaps.get)
+    # The largest gap, for `.ci/run` to print (README, "Backends").
+    with open(os.path.join(folder, f"gap_{backend}_{name}.json"), "w") as f:
+        json.dump({"worst": worst, "gap": gaps[worst]}, f)
     assert gaps[worst] <= ATOL, (worst, gaps[worst])

@@ -33,7 +33,7 @@ def setup(tmp_path_factory):
     return info, path
 
 
-def _run(setup, tmp_path, localization):
+def _run(setup, tmp_path, localization, **overrides):
     info, model = setup
     metadata = (
         info.metadata_root if localization == "boxes" else info.mask_metadata_root
@@ -51,6 +51,8 @@ def _run(setup, tmp_path, localization):
         scorecam_channels=4,
         num_figure_images=3,
     )
+    for name, value in overrides.items():
+        setattr(flags, name, value)
     return evaluate.run(flags)
 
 
@@ -113,6 +115,25 @@ def test_masks_give_pxap(setup, tmp_path):
     assert 0.0 <= metrics["PxAP"] <= 100.0
 
 
+def test_metric_families_choose_the_columns(setup, tmp_path):
+    """Deletion only: no WSOL nor fidelity columns, the deletion AUC."""
+    results = _run(
+        setup,
+        tmp_path,
+        "boxes",
+        metrics=["deletion"],
+        intervals=False,
+        methods=["gradcam"],
+        max_images=5,
+        num_figure_images=0,
+    )
+    metrics = results["methods"]["gradcam"]["sigmoid"]
+    assert set(metrics) == {"Deletion AUC"}
+    assert 0.0 <= metrics["Deletion AUC"] <= 1.0
+    report = (tmp_path / "report.md").read_text()
+    assert "Deletion AUC ↓" in report and "MaxBoxAccV2" not in report
+
+
 def test_format_report_by_hand():
     results = {
         "dataset": "toy",
@@ -140,15 +161,13 @@ def test_format_report_by_hand():
     assert "interval excludes 0" in report
 
 
-def test_bad_causal_metrics(setup, tmp_path):
+@pytest.mark.parametrize("metrics", [[], ["road", "shap"], ["wsol", "wsol"]])
+def test_bad_metric_families(setup, tmp_path, metrics):
     _, model = setup
-    with raises_invalid("causal_metrics", "['road', 'shap']"):
+    with raises_invalid("metrics", repr(metrics)):
         evaluate.run(
             flags_lib.config(
-                evaluate.SPEC,
-                model=model,
-                output_dir=str(tmp_path),
-                causal_metrics=["road", "shap"],
+                evaluate.SPEC, model=model, output_dir=str(tmp_path), metrics=metrics
             )
         )
 
