@@ -31,6 +31,7 @@ whole set, equal to one run's (kd.metrics.CAMEvaluation.merge):
       --merge=runs/eval/shard_0,runs/eval/shard_1
 """
 
+import io
 import json
 import os
 import types
@@ -155,7 +156,7 @@ SPEC = [
 # --output_dir. Other values than the defaults are refused.
 UNUSED_FLAGS = ("model_dir", "jit_compile", "tpu")
 # --strategy values evaluate runs (mirrored: one block of batches per device).
-EVALUATE_STRATEGIES = ("default", "mirrored")
+EVALUATE_STRATEGIES = ("default", "mirrored", "multi_worker")
 REPORT_FILE = "report.md"
 RESULTS_FILE = "results.json"
 OUTCOMES_FILE = "outcomes.npz"
@@ -296,7 +297,11 @@ def run(flags, datasets_override=None):
     replicas = (
         list(strategy.extended.worker_devices) if flags.strategy == "mirrored" else []
     )
-    if len(replicas) > 1:
+    if flags.strategy == "multi_worker":
+        evaluation, figures = evaluate_workers(model, source, flags, strategy)
+        if not devices.is_chief(strategy):  # The chief writes.
+            return {"dataset": source.name, **evaluation.result()}
+    elif len(replicas) > 1:
         evaluation, figures = evaluate_replicas(model, source, flags, replicas)
     else:
         evaluation, figures = evaluate_block(model, source, flags)
@@ -369,6 +374,82 @@ def evaluate_replicas(model, source, flags, replicas):
     for _, part_figures in parts:
         figures.add_state(part_figures.state())
     return evaluation, figures
+
+
+def _worker_index(strategy):
+    """(this worker's index, number of workers) in the TF_CONFIG cluster.
+
+    The chief (if the cluster names one) is first, then the workers.
+    """
+    resolver = strategy.cluster_resolver
+    spec = resolver.cluster_spec().as_dict()
+    tasks = [
+        (kind, i)
+        for kind in ("chief", "worker")
+        for i in range(len(spec.get(kind, [])))
+    ]
+    if not tasks:  # No TF_CONFIG: one worker.
+        return 0, 1
+    return tasks.index((resolver.task_type, resolver.task_id)), len(tasks)
+
+
+def _all_gather_bytes(strategy, payload):
+    """Every worker's `payload` (bytes), in worker order, on every worker.
+
+    The strategy's collective all-gather of the bytes as int32 tensors
+    (collectives take no uint8), padded to the longest (sizes gathered
+    first).
+    """
+    # One row per replica; a worker's local replicas carry the same value.
+    local = max(1, len(strategy.extended.worker_devices))
+
+    def gather(value):
+        per_replica = strategy.run(lambda: tf.constant(value))
+        return strategy.gather(per_replica, axis=0).numpy()[::local]
+
+    sizes = gather(np.array([len(payload)], np.int64))
+    padded = np.zeros((1, -(-int(sizes.max()) // 4) * 4), np.uint8)
+    padded[0, : len(payload)] = np.frombuffer(payload, np.uint8)
+    rows = gather(padded.view(np.int32)).view(np.uint8)
+    return [row[:size].tobytes() for row, size in zip(rows, sizes, strict=True)]
+
+
+def evaluate_workers(model, source, flags, strategy):
+    """--strategy=multi_worker: each worker a contiguous block of batches.
+
+    Worker w of W evaluates block w of the batches (of its shard with
+    --num_shards); the states are gathered with the strategy's collective
+    all-gather and merged in worker order on every worker, so the numbers
+    are those of one process; only the chief writes them.
+
+    Returns:
+        (the merged `kd.metrics.CAMEvaluation`, the merged `_Figures`).
+    """
+    index, count = _worker_index(strategy)
+    logging.info("Worker %d of %d evaluates its block of the batches", index, count)
+    evaluation, figures = evaluate_block(model, source, flags, replica=(index, count))
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        **_state_prefixed(evaluation.state(), "evaluation/"),
+        **_state_prefixed(figures.state(), "figures/"),
+    )
+    merged = make_evaluation(model, flags)
+    merged_figures = _Figures(flags.num_figure_images)
+    for payload in _all_gather_bytes(strategy, buffer.getvalue()):
+        with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
+            state = {key: archive[key] for key in archive.files}
+        merged.merge(_state_part(state, "evaluation/"))
+        merged_figures.add_state(_state_part(state, "figures/"))
+    return merged, merged_figures
+
+
+def _state_prefixed(state, prefix):
+    return {prefix + key: value for key, value in state.items()}
+
+
+def _state_part(state, prefix):
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def finish(evaluation, figures, dataset, flags):
@@ -592,7 +673,7 @@ def check_flags(flags):
     if flags.strategy not in EVALUATE_STRATEGIES:
         raise invalid(
             "strategy",
-            f"one of {EVALUATE_STRATEGIES} (several machines: run shards with "
+            f"one of {EVALUATE_STRATEGIES} (TPUs: run shards with "
             "--num_shards / --shard_index and --merge)",
             flags.strategy,
         )
@@ -781,7 +862,8 @@ def format_report(results):
 def main(argv):
     del argv
     results = run(flags_lib.from_absl(SPEC))
-    logging.info("\n%s", format_report(results))
+    if "methods" in results:  # Not for a shard's run (its states only).
+        logging.info("\n%s", format_report(results))
 
 
 if __name__ == "__main__":

@@ -1,14 +1,16 @@
-"""training/evaluate.py at scale: shards and --merge, --strategy=mirrored.
+"""training/evaluate.py at scale: shards and --merge, mirrored, multi-worker.
 
-Two shard runs and their merge, and a run on two logical CPU devices
+Two shard runs and their merge, a run on two logical CPU devices
 (MirroredStrategy, in a fresh process: logical devices must be set up
-before TensorFlow starts), must write exactly the files of one run over the
-whole test split: results.json (intervals included) and report.md byte for
+before TensorFlow starts) and two worker processes on loopback
+(MultiWorkerMirroredStrategy) must write exactly the files of one run over
+the whole test split: results.json (intervals included) and report.md byte for
 byte, outcomes.npz array for array, and the same figures.
 """
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -113,24 +115,29 @@ def test_shard_flag_errors(setup, tmp_path):
     with raises_invalid("num_shards", "1 with --merge"):
         evaluate.run(_flags(setup, tmp_path, num_shards=2, merge=["x"]))
     with raises_invalid("strategy", "--num_shards / --shard_index"):
-        evaluate.run(_flags(setup, tmp_path, strategy="multi_worker"))
+        evaluate.run(_flags(setup, tmp_path, strategy="tpu"))
 
 
-def test_mirrored_on_two_cpu_devices_equals_one_run(setup, whole, tmp_path):
-    _, whole_dir = whole
-    values = _values(setup, tmp_path)
+def _command(setup, output_dir, *extra):
+    values = _values(setup, output_dir)
     values["methods"] = ",".join(values["methods"])
-    command = [
+    return [
         sys.executable,
         "-m",
         "training.evaluate",
         *[f"--{name}={value}" for name, value in values.items()],
-        "--strategy=mirrored",
-        "--num_cpu_devices=2",
+        *extra,
     ]
-    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+ENV = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def test_mirrored_on_two_cpu_devices_equals_one_run(setup, whole, tmp_path):
+    _, whole_dir = whole
+    command = _command(setup, tmp_path, "--strategy=mirrored", "--num_cpu_devices=2")
     done = subprocess.run(
-        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240
+        command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=240
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Evaluating on 2 replicas" in done.stderr
@@ -148,3 +155,44 @@ def test_batch_blocks_partition_the_batches():
     ]
     assert blocks == [(0, 1), (1, 3), (3, 4), (4, 6), (6, 8), (8, 10)]
     assert evaluate._batch_range(10, []) == (0, 10)
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_two_workers_on_loopback_equal_one_run(setup, whole, tmp_path):
+    _, whole_dir = whole
+    cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
+    workers = []
+    for index in range(2):
+        task = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        log = open(tmp_path / f"worker{index}.log", "w")
+        process = subprocess.Popen(
+            _command(setup, tmp_path / "out", "--strategy=multi_worker"),
+            cwd=REPO,
+            env={**ENV, "TF_CONFIG": json.dumps(task)},
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        workers.append((process, log))
+    try:
+        for process, log in workers:
+            process.wait(timeout=240)
+            log.close()
+    finally:
+        for process, _ in workers:
+            if process.poll() is None:
+                process.kill()
+    for index, (process, log) in enumerate(workers):
+        text = Path(log.name).read_text()
+        assert process.returncode == 0, text[-3000:]
+        assert f"Worker {index} of 2 evaluates" in text
+    _assert_same_outputs(tmp_path / "out", whole_dir)
