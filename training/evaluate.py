@@ -29,6 +29,11 @@ whole set, equal to one run's (kd.metrics.CAMEvaluation.merge):
       --output_dir=runs/eval/shard_0   # and --shard_index=1 ... shard_1
   python -m training.evaluate --model=M --output_dir=runs/eval/all \
       --merge=runs/eval/shard_0,runs/eval/shard_1
+
+--strategy=mirrored (every local GPU, or --num_cpu_devices) gives each device
+a contiguous block of the batches, --strategy=multi_worker (TF_CONFIG) each
+worker; the states are merged in order (all-gathered across workers) and the
+chief writes the same files as one process would.
 """
 
 import io
