@@ -347,6 +347,7 @@ def evaluate_block(model, source, flags, replica=None):
         figures,
         num_images=block[1] if block else num_images,
         pairs=pairs,
+        batch_offset=block[0] // flags.batch_size if block else 0,
     )
     return evaluation, figures
 
@@ -709,8 +710,11 @@ def test_batches(source, flags, block=None):
     return test.batch(flags.batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def make_evaluation(model, flags):
-    """The `kd.metrics.CAMEvaluation` of the flags (methods, metrics, options)."""
+def make_evaluation(model, flags, batch_offset=0):
+    """The `kd.metrics.CAMEvaluation` of the flags (methods, metrics, options).
+
+    `batch_offset`: the index of the first batch (of a shard's block).
+    """
     causal = tuple(m for m in flags.metrics if m in CAUSAL_METRICS)
     return kd.metrics.CAMEvaluation(
         model,
@@ -727,10 +731,13 @@ def make_evaluation(model, flags):
         # only when intervals or outcomes.npz need them: without, memory
         # does not grow with the data set.
         keep_outcomes=bool(flags.intervals or flags.save_outcomes),
+        batch_offset=batch_offset,
     )
 
 
-def evaluate_batches(model, batches, flags, figures, num_images=None, pairs=None):
+def evaluate_batches(
+    model, batches, flags, figures, num_images=None, pairs=None, batch_offset=0
+):
     """The per-batch evaluation of every method on both branches.
 
     `kd.metrics.CAMEvaluation` runs the protocol (docs/method.md,
@@ -749,6 +756,8 @@ def evaluate_batches(model, batches, flags, figures, num_images=None, pairs=None
         num_images: number of images, for the progress bar (None: unknown).
         pairs: None, or batches of two-object images ("image", "labels"
             (B, 2), "boxes" (B, 2, 4)) for the class-discrimination test.
+        batch_offset: the index of the first batch in the whole split (a
+            shard's block), for ROAD's per-batch seeds.
 
     Returns:
         The `kd.metrics.CAMEvaluation` holding every batch's outcomes.
@@ -757,7 +766,7 @@ def evaluate_batches(model, batches, flags, figures, num_images=None, pairs=None
         ValueError: if `batches` is empty.
     """
     wsol = "wsol" in flags.metrics
-    evaluation = make_evaluation(model, flags)
+    evaluation = make_evaluation(model, flags, batch_offset)
     logits_fn = tf.function(model.logits, reduce_retracing=True)
     progress = keras.utils.Progbar(num_images, unit_name="image")
     seen = 0

@@ -21,7 +21,13 @@ import numpy as np
 
 from keras_dualsig import cams
 from keras_dualsig._classifier import classifier_of
-from keras_dualsig._errors import as_array, check_bool, check_class_index, invalid
+from keras_dualsig._errors import (
+    as_array,
+    check_bool,
+    check_class_index,
+    check_int,
+    invalid,
+)
 from keras_dualsig.metrics import (
     _intervals,
     _state,
@@ -301,6 +307,10 @@ class CAMEvaluation:
         fidelity_metrics: score Average Drop, Increase in Confidence and Average
             Gain (default True). False skips their model calls (the maps of
             k* are still made for `causal_metrics`).
+        batch_offset: the index of this evaluation's first batch in a larger
+            run of which it is one block (a shard, a device's or a worker's
+            part), default 0: ROAD seeds each batch by its index in the
+            whole run, so that merged blocks (`merge`) equal that run.
 
     Attributes:
         cams: dict method -> the CAM object.
@@ -347,6 +357,7 @@ class CAMEvaluation:
         causal_options=None,
         keep_outcomes=True,
         fidelity_metrics=True,
+        batch_offset=0,
     ):
         self.model = model
         self.methods = _check_methods(methods)
@@ -362,6 +373,7 @@ class CAMEvaluation:
         )
         self.keep_outcomes = check_bool(keep_outcomes, "keep_outcomes")
         self.fidelity_metrics = check_bool(fidelity_metrics, "fidelity_metrics")
+        self.batch_offset = check_int(batch_offset, "batch_offset", minimum=0)
         for options in (self._box_options, self._mask_options):
             if "keep_outcomes" in options:
                 raise invalid(
@@ -545,7 +557,9 @@ class CAMEvaluation:
         if name == "road":
             if options.get("seed") is not None:
                 # Each batch its own noise, reproducibly.
-                sequence = np.random.SeedSequence([options["seed"], self._num_batches])
+                sequence = np.random.SeedSequence(
+                    [options["seed"], self.batch_offset + self._num_batches]
+                )
                 options["seed"] = int(sequence.generate_state(1)[0])
             _, per_image = function(
                 self.model,
@@ -796,9 +810,8 @@ class CAMEvaluation:
         outcomes appended after this evaluation's in the given order:
         merging the evaluations of consecutive parts of a data set, in
         order, gives the `result()` (intervals included) and `outcomes()`
-        of one evaluation over the whole set, bit for bit. (ROAD with a
-        seed draws each batch's noise from the batch's index within its
-        own part.)
+        of one evaluation over the whole set, bit for bit (with a ROAD
+        seed, give each part the `batch_offset` of its first batch).
 
         Args:
             others: a CAMEvaluation, a `state()` dict or a `save` path, or

@@ -205,3 +205,32 @@ def test_cam_evaluation_shards_merge_exactly(dual, tmp_path):
         no_boxes = CAMEvaluation(dual, ["gradcam"], **options)
         no_boxes.update(batches[0][0], batches[0][1])
         no_boxes.merge(whole)
+
+
+def test_road_seeds_follow_the_batch_offset(dual):
+    rng = np.random.default_rng(5)
+    batches = [
+        (rng.random((3, SIZE, SIZE, 3)).astype(np.float32), rng.integers(0, 3, 3))
+        for _ in range(3)
+    ]
+    options = {
+        "fidelity_metrics": False,
+        "causal_metrics": ("road",),
+        "causal_options": {"road": {"seed": 0, "percentiles": (50,)}},
+    }
+
+    def evaluate(parts, **extra):
+        evaluation = CAMEvaluation(dual, ["cam"], **options, **extra)
+        for images, labels in parts:
+            evaluation.update(images, labels)
+        return evaluation
+
+    whole = evaluate(batches)
+    merged = evaluate(batches[:1]).merge(evaluate(batches[1:], batch_offset=1))
+    assert_same_state(merged.state(), whole.state())
+    # Without the offset, the second part draws other noise.
+    unaligned = evaluate(batches[:1]).merge(evaluate(batches[1:]))
+    key = "terms/cam/sigmoid/ROAD MoRF"
+    assert not np.array_equal(unaligned.state()[key], whole.state()[key])
+    with raises_invalid("batch_offset", "int >= 0"):
+        CAMEvaluation(dual, ["cam"], batch_offset=-1)
