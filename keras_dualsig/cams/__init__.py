@@ -15,6 +15,7 @@ from keras_dualsig._errors import invalid
 from keras_dualsig.cams.ablation_cam import AblationCAM
 from keras_dualsig.cams.base import BaseCAM
 from keras_dualsig.cams.cam import CAM
+from keras_dualsig.cams.compute import compute
 from keras_dualsig.cams.eigen_cam import EigenCAM
 from keras_dualsig.cams.eigen_grad_cam import EigenGradCAM
 from keras_dualsig.cams.fem import FEM
@@ -115,5 +116,6 @@ __all__ = [
     "ScoreCAM",
     "ShapleyCAM",
     "XGradCAM",
+    "compute",
     "get",
 ]

@@ -160,3 +160,23 @@ def test_bad_options_are_refused(setup):
         cams.KPCACAM(dual, kernel="cubic")
     with raises_invalid("layer", "non-empty"):
         cams.GradCAM(dual, layer=[])
+
+
+def test_compute_equals_separate_calls(setup):
+    _, dual, x = setup
+    methods = ["gradcam", "eigencam", "finercam"]
+    got = cams.compute(dual, x, methods=methods, class_index=CLASSES, batch_size=2)
+    assert sorted(got) == sorted(methods)
+    for name in methods:
+        assert sorted(got[name]) == ["sigmoid", "softmax"]
+        for branch in ("sigmoid", "softmax"):
+            expected = cams.get(name)(dual)(x, CLASSES, branch=branch)
+            assert got[name][branch].dtype == np.float32
+            np.testing.assert_allclose(got[name][branch], expected, atol=1e-6)
+    # The CAM objects and compiled functions are reused.
+    again = cams.compute(dual, x, methods=methods, class_index=CLASSES, batch_size=2)
+    np.testing.assert_array_equal(
+        again["gradcam"]["sigmoid"], got["gradcam"]["sigmoid"]
+    )
+    with raises_invalid("methods", "non-empty"):
+        cams.compute(dual, x, methods=[])
