@@ -1,6 +1,5 @@
 """SS-CAM: Score-CAM with noise added to the masks, averaged."""
 
-import keras
 import numpy as np
 from keras import ops
 
@@ -16,9 +15,11 @@ class SSCAM(ScoreCAM):
     `d_n ~ N(0, std^2)` per pixel, N = `num_samples` (torchcam's defaults:
     35 samples, std 2.0). torchcam subtracts the unmasked image's score
     before the softmax, a constant per image that the softmax removes. The
-    noise comes from `keras.random.normal` with seeds `seed + n`: it is
-    deterministic per backend (the same draws for every chunk of
-    `score_batch_size` masks), not across backends. Costs N Score-CAMs.
+    noise images d_n (H, W) come from `numpy.random.default_rng(seed)` and
+    are the same for every channel and image of a call (common random
+    numbers: the channels' scores are compared under the same noise, and the
+    maps are the same on every backend); torchcam draws them per channel.
+    Costs N Score-CAMs.
     On the sigmoid branch z_k is the pre-sigmoid logit (as `ScoreCAM`).
 
     Args:
@@ -54,11 +55,12 @@ class SSCAM(ScoreCAM):
         self.seed = int(seed)
 
     def _score_masks(self, images, masks, classes, branch):
+        height, width = masks.shape[1:]
+        rng = np.random.default_rng(self.seed)
+        noise = rng.normal(0.0, self.std, (self.num_samples, height, width))
         total = 0.0
         for sample in range(self.num_samples):
-            noise = keras.random.normal(
-                masks.shape, stddev=self.std, seed=self.seed + sample
-            )
-            noisy = ops.cast((masks + noise)[..., None], images.dtype)
-            total = total + self._logit_at(images * noisy, classes, branch)
+            noisy = masks + ops.convert_to_tensor(noise[sample].astype(np.float32))
+            masked = images * ops.cast(noisy[..., None], images.dtype)
+            total = total + self._logit_at(masked, classes, branch)
         return total / self.num_samples

@@ -34,7 +34,7 @@ METHODS = {
     "ablationcam": ({}, ("features", "inner")),
     "shapleycam": ({}, ("inner",)),
     "finercam": ({}, ("features",)),
-    "sscam": ({"num_samples": 2, "std": 0.0}, ("features",)),
+    "sscam": ({"num_samples": 2, "std": 0.5, "seed": 4}, ("features",)),
     "iscam": ({"num_samples": 3}, ("features",)),
 }
 CASES = [(method, layer) for method, (_, layers) in METHODS.items() for layer in layers]

@@ -232,8 +232,17 @@ def raw_map(method, p, x, layer, branch, class_index, positive, **options):
             ablated[..., c] = 0.0
             z = logits_from(p, layer, ablated, branch)[np.arange(len(a)), class_index]
             weighted[:, c] = (base - z) / base
-    elif method in ("sscam", "scorecam"):  # SS-CAM with std = 0 is Score-CAM
+    elif method == "scorecam":
         weighted = _softmax(_masked_logits(p, x, score_masks(a), branch, class_index))
+    elif method == "sscam":
+        n, std = options.get("num_samples", 35), options.get("std", 2.0)
+        noise = np.random.default_rng(options.get("seed", 0)).normal(
+            0, std, (n, SIZE, SIZE)
+        )
+        masks, total = score_masks(a), 0.0
+        for d in noise:
+            total = total + _masked_logits(p, x, masks + d, branch, class_index)
+        weighted = _softmax(total / n)
     elif method == "iscam":
         n = options.get("num_samples", 10)
         masks, total, scale = score_masks(a), 0.0, 0.0
