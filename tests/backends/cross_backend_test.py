@@ -20,6 +20,8 @@ L = keras.layers
 # Maps are in [0, 1]; float32 on different kernels agrees far closer.
 ATOL = 1e-5
 SIZE = 16
+# The costly Score-CAM relatives with few samples (their maps still compare).
+OPTIONS = {"sscam": {"num_samples": 2}, "iscam": {"num_samples": 2}}
 
 
 def _residual_cnn():
@@ -73,7 +75,7 @@ def _all_maps(dual, name):
         for layer in LAYERS[name]:
             if method == "cam" and layer is not None:
                 continue  # CAM reads the head's weights: its input only.
-            cam = kd.cams.get(method)(dual, layer=layer)
+            cam = kd.cams.get(method)(dual, layer=layer, **OPTIONS.get(method, {}))
             for branch in ("softmax", "sigmoid"):
                 maps[f"{method}|{layer}|{branch}"] = cam(images, branch=branch)
     return maps
