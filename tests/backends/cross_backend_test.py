@@ -19,6 +19,9 @@ import keras_dualsig as kd
 L = keras.layers
 # Maps are in [0, 1]; float32 on different kernels agrees far closer.
 ATOL = 1e-5
+# Principal components come from each backend's own float32 SVD / eigen
+# solver (LAPACK, Eigen, XLA): their maps agree to a few 1e-5.
+PROJECTIONS, PROJECTION_ATOL = ("eigencam", "eigengradcam", "kpcacam"), 2e-4
 SIZE = 16
 # The costly Score-CAM relatives with few samples (their maps still compare).
 OPTIONS = {"sscam": {"num_samples": 2}, "iscam": {"num_samples": 2}}
@@ -109,5 +112,8 @@ def test_maps_equal_tensorflows(name, tmp_path):
     maps = _all_maps(dual, name)
     assert sorted(maps) == sorted(expected.files)
     gaps = {key: float(np.abs(maps[key] - expected[key]).max()) for key in maps}
+    for key, gap in gaps.items():
+        if key.split("|")[0] in PROJECTIONS:
+            gaps[key] = gap * ATOL / PROJECTION_ATOL  # on the ATOL scale
     worst = max(gaps, key=gaps.get)
     assert gaps[worst] <= ATOL, (worst, gaps[worst])
