@@ -131,6 +131,12 @@ def test_eigen_smooth(setup):
         "gradcam", params, x, "inner", "sigmoid", CLASSES, True, eigen_smooth=True
     )
     _check(got, raw)
+    # Element-wise methods: the PCA of their terms relu(g) A (LayerCAM).
+    layer_cam = cams.LayerCAM(dual, layer="inner")
+    got = layer_cam(x, CLASSES, normalize=False, resize=False, eigen_smooth=True)
+    g = ref.gradients(params, x, "inner", "sigmoid", ref.one_hot(CLASSES))
+    a = ref.activations(params, x, "inner")
+    _check(got, ref.first_component(np.maximum(g, 0) * a))
 
 
 def test_aug_smooth_and_several_layers(setup):
