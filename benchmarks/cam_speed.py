@@ -9,6 +9,12 @@ both. Every measurement is warmed up first (tracing, graph building).
 
     python benchmarks/cam_speed.py                       # MobileNetV2 128x128 b16
     python benchmarks/cam_speed.py --model resnet50 --size 224 --batch 8
+
+The last table compares `kd.cams.compute` (the maps of many methods on both
+branches from one forward and one backward pass per branch) with separate
+calls of the same methods, in the same run:
+
+    python benchmarks/cam_speed.py --compute-only
 """
 
 import argparse
@@ -60,7 +66,23 @@ def define_flags(argv=None):
         default=16,
         help="masked inputs per forward, the same for both libraries",
     )
+    parser.add_argument(
+        "--noise-samples",
+        type=int,
+        default=4,
+        help="SS-CAM / IS-CAM samples (torchcam's defaults, 35 and 10, are slow)",
+    )
     parser.add_argument("--no-tf-keras-vis", action="store_true")
+    parser.add_argument(
+        "--compute-methods",
+        default="",
+        help="methods of the compute() comparison; empty: compute()'s default",
+    )
+    parser.add_argument(
+        "--compute-only",
+        action="store_true",
+        help="only the compute() vs separate calls comparison",
+    )
     return parser.parse_args(argv)
 
 
@@ -89,15 +111,23 @@ def _timed_pair(ours, theirs, repeats):
     return medians[0], (medians[1] if theirs is not None else None)
 
 
+def _options(name, flags):
+    """Constructor options of a method in this benchmark."""
+    if name in ("scorecam", "sscam", "iscam"):
+        options = {
+            "max_channels": flags.max_channels,
+            "score_batch_size": flags.score_batch_size,
+        }
+        if name != "scorecam":
+            options["num_samples"] = flags.noise_samples
+        return options
+    if name == "ablationcam":
+        return {"ablation_batch_size": flags.score_batch_size}
+    return {}
+
+
 def _ours(dual, name, flags):
-    cls = kd.cams.get(name)
-    if name == "scorecam":
-        return cls(
-            dual,
-            max_channels=flags.max_channels,
-            score_batch_size=flags.score_batch_size,
-        )
-    return cls(dual)
+    return kd.cams.get(name)(dual, **_options(name, flags))
 
 
 def _theirs(dual, name, flags, images, class_index):
@@ -128,8 +158,7 @@ def _theirs(dual, name, flags, images, class_index):
     return lambda: visualizer(score, images, **kwargs)
 
 
-def run(flags):
-    """Measures every variant; returns (rows, Score-CAM union channel count)."""
+def _setup(flags):
     keras.utils.set_random_seed(0)
     classifier = _MODELS[flags.model](
         input_shape=(flags.size, flags.size, 3),
@@ -143,6 +172,12 @@ def run(flags):
         .astype("float32")
     )
     class_index = np.argmax(dual.predict(images, verbose=0)["softmax"], axis=-1)
+    return dual, images, class_index
+
+
+def run(flags):
+    """Measures every variant; returns (rows, Score-CAM union channel count)."""
+    dual, images, class_index = _setup(flags)
     rows = []
     for name in flags.variants.split(","):
         cam = _ours(dual, name, flags)
@@ -210,9 +245,54 @@ def _table(result, flags):
     return "\n".join(lines)
 
 
+def run_compute(flags):
+    """Seconds per batch of compute() and of separate calls, same methods."""
+    dual, images, class_index = _setup(flags)
+    if flags.compute_methods:
+        methods = flags.compute_methods.split(",")
+    else:
+        methods = [
+            name
+            for name in kd.cams.NAMES
+            if name not in ("scorecam", "sscam", "iscam", "ablationcam")
+        ]
+    options = {name: _options(name, flags) for name in methods}
+    branches = ["sigmoid", "softmax"]
+    separate = {name: kd.cams.get(name)(dual, **options[name]) for name in methods}
+
+    def together():
+        kd.cams.compute(dual, images, methods, branches, class_index, options=options)
+
+    def apart():
+        for name in methods:
+            for branch in branches:
+                separate[name](images, class_index, branch=branch)
+
+    shared, alone = _timed_pair(together, apart, flags.repeats)
+    return methods, shared, alone
+
+
+def _compute_table(result, flags):
+    methods, shared, alone = result
+    return "\n".join(
+        [
+            f"compute() vs separate calls: model={flags.model} size={flags.size} "
+            f"batch={flags.batch} repeats={flags.repeats}, {len(methods)} methods "
+            f"x 2 branches ({','.join(methods)})",
+            "| | s per batch | img/s (all maps) |",
+            "|---|---:|---:|",
+            f"| kd.cams.compute | {shared:.3f} | {flags.batch / shared:.1f} |",
+            f"| separate calls | {alone:.3f} | {flags.batch / alone:.1f} |",
+            f"speed-up of compute(): {alone / shared:.2f}x",
+        ]
+    )
+
+
 def main(argv=None):
     flags = define_flags(argv)
-    print(_table(run(flags), flags))  # noqa: T201 - a script's output.
+    if not flags.compute_only:
+        print(_table(run(flags), flags))  # noqa: T201 - a script's output.
+    print(_compute_table(run_compute(flags), flags))  # noqa: T201
 
 
 if __name__ == "__main__":

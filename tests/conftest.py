@@ -29,6 +29,7 @@ PORTABLE = (
     "backends/model_test.py",
     "cams/architectures_test.py",
     "cams/cam_test.py",
+    "cams/golden_methods_test.py",
     "cams/golden_test.py",
     "cams/properties_test.py",
     "cams/score_cam_test.py",

@@ -9,6 +9,8 @@ portable and live here, one module per backend (`tensorflow.py`, `jax.py`,
   a compiled CAM follows later training of the model;
 - `value_and_grad(fn, x)`: for `fn(x) -> (score, aux)` with a scalar score,
   returns `(aux, d score / d x)`;
+- `value_grad_and_hvp(fn, x, vector_of)`: also the Hessian-vector product
+  (ShapleyCAM);
 - `assert_class_labels(labels, C)`: a run-time check of traced labels where
   the backend has one (TensorFlow graphs);
 - `is_traced(x)`: whether a tensor is symbolic (inside a tf.function graph or a
@@ -98,3 +100,13 @@ def require_tensorflow(feature):
             "(models, CAMs, losses, metrics, figures)."
         ) from err
     return tf
+
+
+def value_grad_and_hvp(fn, x, vector_of):
+    """(aux, gradient, Hessian-vector product) of a scalar score.
+
+    For `fn(x) -> (score, aux)`: the gradient g = d score / d x and
+    `H v = d (g . v) / d x`, with `v = vector_of(aux)` held constant (not
+    differentiated). Zeros where the score is linear in x (ShapleyCAM).
+    """
+    return _impl().value_grad_and_hvp(fn, x, vector_of)

@@ -35,3 +35,16 @@ def assert_class_labels(labels, num_classes):
     # Values inside jax.jit cannot raise; out-of-range labels one-hot to zeros.
     del num_classes
     return labels.astype("int32")
+
+
+def value_grad_and_hvp(fn, x, vector_of):
+    def gradient_of(point):
+        (_, aux), gradient = jax.value_and_grad(fn, has_aux=True)(point)
+        return gradient, aux
+
+    gradient, aux = gradient_of(x)
+    vector = jax.lax.stop_gradient(vector_of(aux))
+    # Forward over reverse: the directional derivative of the gradient along
+    # v is H v (the Hessian is symmetric).
+    _, hessian_vector = jax.jvp(lambda point: gradient_of(point)[0], (x,), (vector,))
+    return aux, gradient, hessian_vector

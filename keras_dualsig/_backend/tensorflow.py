@@ -41,3 +41,19 @@ def assert_class_labels(labels, num_classes):
     ]
     with tf.control_dependencies(checks):
         return tf.identity(labels)
+
+
+def value_grad_and_hvp(fn, x, vector_of):
+    with tf.GradientTape(watch_accessed_variables=False) as outer:
+        outer.watch(x)
+        with tf.GradientTape(watch_accessed_variables=False) as inner:
+            inner.watch(x)
+            score, aux = fn(x)
+        gradient = inner.gradient(
+            score, x, unconnected_gradients=tf.UnconnectedGradients.ZERO
+        )
+        product = tf.reduce_sum(gradient * tf.stop_gradient(vector_of(aux)))
+    hessian_vector = outer.gradient(
+        product, x, unconnected_gradients=tf.UnconnectedGradients.ZERO
+    )
+    return aux, gradient, hessian_vector

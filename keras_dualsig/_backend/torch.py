@@ -32,3 +32,23 @@ def is_traced(x):
 def assert_class_labels(labels, num_classes):  # pragma: no cover - never traced
     del num_classes
     return labels.to(torch.int32)
+
+
+def value_grad_and_hvp(fn, x, vector_of):
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        score, aux = fn(x)
+        # create_graph: the gradient is differentiated once more.
+        (gradient,) = torch.autograd.grad(score, x, create_graph=True)
+        vector = vector_of(aux).detach()
+        hessian_vector = None
+        if gradient.requires_grad:
+            (hessian_vector,) = torch.autograd.grad(
+                (gradient * vector).sum(), x, allow_unused=True
+            )
+    if hessian_vector is None:  # the score is linear in x
+        hessian_vector = torch.zeros_like(x)
+    aux = keras.tree.map_structure(
+        lambda t: t.detach() if isinstance(t, torch.Tensor) else t, aux
+    )
+    return aux, gradient.detach(), hessian_vector.detach()

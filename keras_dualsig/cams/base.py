@@ -28,6 +28,7 @@ from keras_dualsig._errors import (
     check_positive_int,
     invalid,
 )
+from keras_dualsig.cams._pca import first_component
 
 __all__ = ["BRANCHES", "CONSTANT_MAP_TOLERANCE", "BaseCAM", "CamRequest"]
 
@@ -38,6 +39,9 @@ __all__ = ["BRANCHES", "CONSTANT_MAP_TOLERANCE", "BaseCAM", "CamRequest"]
 # small gradients) never reach 1. The relative rule keeps min-max exact and
 # scale invariant (CAM and Grad-CAM agree through a GAP head).
 CONSTANT_MAP_TOLERANCE = 1e-6
+# pytorch-grad-cam's aug_smooth intensity factors (ttach Multiply), each
+# with and without a horizontal flip.
+AUG_SMOOTH_FACTORS = (0.9, 1.0, 1.1)
 
 
 @dataclasses.dataclass
@@ -51,12 +55,18 @@ class CamRequest:
         class_index: int32 (B,), the class each map explains.
         branch: "sigmoid" or "softmax", the head whose logit is explained.
         positive_weights: whether channel weights are rectified (max(w, 0)).
+        eigen_smooth: whether the map is the first principal component of
+            the weighted activations instead of their channel sum.
+        hessian_vector: float32 (B, h, w, c) Hessian-vector product
+            `H A` of the target score (methods with `uses_hessian`), or None.
     """
 
     images: object
     class_index: object
     branch: str
     positive_weights: bool
+    eigen_smooth: bool = False
+    hessian_vector: object = None
 
 
 class BaseCAM:
@@ -100,6 +110,8 @@ class BaseCAM:
     """
 
     uses_gradients = True
+    # ShapleyCAM: also the Hessian-vector product H A of the score.
+    uses_hessian = False
 
     def __init__(self, model, layer=None):
         self.model = model
@@ -115,7 +127,11 @@ class BaseCAM:
                 "compare maps with one image batch)",
                 received=f"{model.name} with {len(self._trunk.inputs)} inputs",
             )
-        self.layer = self._resolve_layer(layer)
+        self._last_hessian_vector = None
+        names, self._layers = self._resolve_layers(layer)
+        self._use_layer(0)
+        # The name, or the list of names with `layer=[...]`.
+        self.layer = names if isinstance(layer, (list, tuple)) else names[0]
         self._input_spec = self._trunk.inputs[0]
         # Every variable a compiled function may read: the model's own.
         self._variables = list(model.variables)
@@ -161,8 +177,25 @@ class BaseCAM:
         )
         if request.positive_weights:
             weights = ops.relu(weights)
+        if request.eigen_smooth:
+            return first_component(activations * weights[:, None, None, :])
         # (B, h, w, c) x (B, c) -> (B, h, w)
         return ops.einsum("bhwc,bc->bhw", activations, weights)
+
+    def target_scores(self, logits, target, branch):
+        """(B,) scores whose gradients are explained; default the target logit.
+
+        Args:
+            logits: dict branch -> float (B, C) logits of both heads.
+            target: int32 (B,) explained classes.
+            branch: the explained head.
+
+        Returns:
+            (B,) one score per image (FinerCAM overrides this hook).
+        """
+        return ops.take_along_axis(logits[branch], ops.expand_dims(target, -1), axis=1)[
+            :, 0
+        ]
 
     # ---------------------------------------------------------- model access
 
@@ -205,6 +238,35 @@ class BaseCAM:
         self._channels_first = self._is_channels_first(layer, found)
         return layer
 
+    def _resolve_layers(self, layer):
+        """(names, states): per explained layer what `_resolve_layer` sets.
+
+        Every attribute that `_resolve_layer` sets (the probe model, the
+        layout, ...) is recorded per layer, so that `_use_layer` can switch
+        between them.
+        """
+        names = list(layer) if isinstance(layer, (list, tuple)) else [layer]
+        if not names:
+            raise invalid("layer", "None, a layer name or a non-empty list", layer)
+        resolved_names, states = [], []
+        for name in names:
+            before = dict(vars(self))
+            resolved = self._resolve_layer(name)
+            state = {
+                key: value
+                for key, value in vars(self).items()
+                if key not in before or before[key] is not value
+            }
+            state["_current_layer"] = resolved
+            resolved_names.append(resolved)
+            states.append(state)
+        return resolved_names, states
+
+    def _use_layer(self, index):
+        """Makes layer `index` of `layer=[...]` the explained one."""
+        for key, value in self._layers[index].items():
+            setattr(self, key, value)
+
     def _is_channels_first(self, name, layer):
         """Whether the explained map is (B, c, h, w), from the layers' formats.
 
@@ -246,6 +308,8 @@ class BaseCAM:
         normalize=True,
         resize=True,
         batch_size=None,
+        aug_smooth=False,
+        eigen_smooth=False,
     ):
         """Computes class activation maps for a batch of images.
 
@@ -275,6 +339,22 @@ class BaseCAM:
                 pytorch-grad-cam uses). False keeps the feature map size.
             batch_size: None runs the whole batch at once; an int processes
                 the images in chunks of that size (same maps, less memory).
+            aug_smooth: test-time augmentation as pytorch-grad-cam's
+                `aug_smooth`: the maps of the 6 images {identity, horizontal
+                flip} x {intensity 0.9, 1, 1.1}, each flipped back, averaged
+                (with class_index=None each augmented image explains its own
+                argmax class, as there).
+            eigen_smooth: the map is the first principal component of the
+                weighted activations `w_c A_c` (or of the element-wise terms)
+                after centring each channel, instead of their channel sum
+                (pytorch-grad-cam's `eigen_smooth`; sign: largest-magnitude
+                entry positive). Methods that are a projection already
+                (EigenCAM, KPCA-CAM) and FEM ignore it.
+
+        With several layers (`layer=[...]`) each layer's map is computed as
+        above, and the maps are averaged and min-max normalised again
+        (pytorch-grad-cam's `aggregate_multi_layers`; without `normalize`
+        they are only averaged).
 
         Returns:
             float32 numpy array (B, H, W) (or (B, h, w) when resize=False):
@@ -286,6 +366,16 @@ class BaseCAM:
                 wrong shape, an unknown branch, branch="sigmoid" on a plain
                 classifier, or a bad flag.
         """
+        options = {
+            "branch": branch,
+            "positive_weights": positive_weights,
+            "normalize": normalize,
+            "resize": resize,
+            "batch_size": batch_size,
+            "eigen_smooth": eigen_smooth,
+        }
+        if check_bool(aug_smooth, "aug_smooth"):
+            return self._augmentation_smoothing(images, class_index, options)
         images = self._check_images(images)
         batch = int(images.shape[0])
         self.classifier.check_branch(branch)
@@ -297,40 +387,77 @@ class BaseCAM:
             "positive_weights": check_bool(positive_weights, "positive_weights"),
             "normalize": check_bool(normalize, "normalize"),
             "resize": check_bool(resize, "resize"),
+            "eigen_smooth": check_bool(eigen_smooth, "eigen_smooth"),
         }
         batch_size = check_positive_int(batch_size, "batch_size", allow_none=True)
         batch_size = batch if batch_size is None else batch_size
         indices = check_class_index(class_index, batch, self.num_classes)
         if indices is None:
             indices = np.zeros((batch,), np.int32)
-        key = tuple(sorted(flags.items()))
-        if key not in self._compiled:
-            self._compiled[key] = _backend.compile(
-                functools.partial(self._compute_batch, **flags), self._variables
-            )
-        compiled = self._compiled[key]
-        maps = [
-            ops.convert_to_numpy(
-                compiled(
-                    images[start : start + batch_size],
-                    indices[start : start + batch_size],
+        per_layer = []
+        for layer_index in range(len(self._layers)):
+            key = (*sorted(flags.items()), ("layer_index", layer_index))
+            if key not in self._compiled:
+                self._compiled[key] = _backend.compile(
+                    functools.partial(
+                        self._compute_batch, layer_index=layer_index, **flags
+                    ),
+                    self._variables,
                 )
-            )
-            for start in range(0, batch, batch_size)
-        ]
-        maps = maps[0] if len(maps) == 1 else np.concatenate(maps)
+            compiled = self._compiled[key]
+            maps = [
+                ops.convert_to_numpy(
+                    compiled(
+                        images[start : start + batch_size],
+                        indices[start : start + batch_size],
+                    )
+                )
+                for start in range(0, batch, batch_size)
+            ]
+            per_layer.append(maps[0] if len(maps) == 1 else np.concatenate(maps))
+        maps = _aggregate_layers(per_layer, flags["normalize"])
         return maps.astype(np.float32, copy=False)
 
+    def _augmentation_smoothing(self, images, class_index, options):
+        """Mean map over {identity, hflip} x {0.9, 1, 1.1} (see __call__)."""
+        images = ops.convert_to_numpy(self._check_images(images))
+        total = None
+        for flip in (False, True):
+            for factor in AUG_SMOOTH_FACTORS:
+                augmented = images[:, :, ::-1] if flip else images
+                augmented = (augmented * factor).astype(images.dtype)
+                maps = self(augmented, class_index, **options)
+                maps = maps[:, :, ::-1] if flip else maps
+                total = maps if total is None else total + maps
+        return (total / (2 * len(AUG_SMOOTH_FACTORS))).astype(np.float32)
+
     def _compute_batch(
-        self, images, class_index, *, use_argmax, branch, positive_weights, **post
+        self,
+        images,
+        class_index,
+        *,
+        use_argmax,
+        branch,
+        positive_weights,
+        eigen_smooth=False,
+        layer_index=0,
+        **post,
     ):
         """One batch, compiled once per flag combination (see __call__)."""
+        self._use_layer(layer_index)
         images = ops.convert_to_tensor(images)
         class_index = ops.convert_to_tensor(class_index, "int32")
         activations, gradients, class_index = self._explain(
             images, class_index, use_argmax, branch
         )
-        request = CamRequest(images, class_index, branch, positive_weights)
+        request = CamRequest(
+            images,
+            class_index,
+            branch,
+            positive_weights,
+            eigen_smooth,
+            self._last_hessian_vector,
+        )
         maps = ops.cast(self.activation_map(activations, gradients, request), "float32")
         return _postprocess(maps, tuple(images.shape[1:3]), **post)
 
@@ -354,11 +481,21 @@ class BaseCAM:
                 target = ops.cast(ops.argmax(logits["softmax"], axis=-1), "int32")
             else:
                 target = class_index
-            picked = ops.take_along_axis(
-                logits[branch], ops.expand_dims(target, -1), axis=1
-            )
+            picked = self.target_scores(logits, target, branch)
             return ops.sum(picked), (activations, target)
 
+        self._last_hessian_vector = None
+        if self.uses_hessian:
+            # ShapleyCAM: H A, the Hessian of the score applied to A.
+            (activations, target), gradients, hessian = _backend.value_grad_and_hvp(
+                score, zeros, lambda aux: aux[0]
+            )
+            self._last_hessian_vector = self._channels_last(hessian)
+            return (
+                self._channels_last(activations),
+                self._channels_last(gradients),
+                target,
+            )
         if not self.uses_gradients:
             _, (activations, target) = score(zeros)
             return self._channels_last(activations), None, target
@@ -416,6 +553,23 @@ class BaseCAM:
 
     def __repr__(self):
         return f"{type(self).__name__}(model={self.model.name!r}, layer={self.layer!r})"
+
+
+def _aggregate_layers(per_layer, normalize):
+    """Mean of the maps of several layers; min-max again when normalised."""
+    if len(per_layer) == 1:
+        return per_layer[0]
+    shapes = {maps.shape for maps in per_layer}
+    if len(shapes) != 1:
+        raise invalid(
+            "resize",
+            "True when the layers of `layer=[...]` have maps of different sizes",
+            f"False (map shapes {sorted(shapes)})",
+        )
+    mean = np.mean(np.stack(per_layer), axis=0)
+    if not normalize:
+        return mean
+    return ops.convert_to_numpy(_min_max(ops.convert_to_tensor(np.maximum(mean, 0))))
 
 
 def _postprocess(maps, size, *, normalize, resize):

@@ -2,6 +2,7 @@
 
 from keras import ops
 
+from keras_dualsig.cams._pca import first_component
 from keras_dualsig.cams.base import BaseCAM
 
 
@@ -20,5 +21,8 @@ class HiResCAM(BaseCAM):
     """
 
     def activation_map(self, activations, gradients, request):
+        terms = gradients * activations
+        if request.eigen_smooth:  # pytorch-grad-cam: PCA of the terms
+            return first_component(terms)
         # (B, h, w, c) -> (B, h, w)
-        return ops.sum(gradients * activations, axis=-1)
+        return ops.sum(terms, axis=-1)

@@ -93,16 +93,32 @@ class ScoreCAM(BaseCAM):
             high = ops.max(masks, axis=(1, 2), keepdims=True)
             masks = (masks - low) / (high - low + SCORE_CAM_MASK_EPSILON)
             sources = ops.take(images, ops.slice(image_of_pair, (start,), (step,)), 0)
-            masked = sources * ops.cast(masks[..., None], images.dtype)
-            logits = self.class_logits(masked, request.branch)
             classes = ops.slice(class_of_pair, (start,), (step,))
-            score = ops.take_along_axis(logits, classes[:, None], axis=1)[:, 0]
+            score = self._score_masks(sources, masks, classes, request.branch)
             return ops.slice_update(scores, (start,), score)
 
         scores = ops.fori_loop(
             0, num_steps, body, ops.zeros((num_steps * step,), "float32")
         )
         return ops.reshape(scores[:total], (batch, count))
+
+    def _score_masks(self, images, masks, classes, branch):
+        """(n,) target logits of `images * masks`; SS-CAM and IS-CAM override it.
+
+        Args:
+            images: (n, H, W, channels) the source image of each mask.
+            masks: float32 (n, H, W) min-max normalised upsampled channels.
+            classes: int32 (n,) the class of each source image.
+            branch: the head that scores.
+        """
+        return self._logit_at(
+            images * ops.cast(masks[..., None], images.dtype), classes, branch
+        )
+
+    def _logit_at(self, images, classes, branch):
+        """(n,) float32 logit of `classes` for a batch of (masked) images."""
+        logits = ops.cast(self.class_logits(images, branch), "float32")
+        return ops.take_along_axis(logits, classes[:, None], axis=1)[:, 0]
 
 
 def _align_corners_matrix(size_out, size_in):

@@ -20,7 +20,12 @@ import keras_dualsig as kd
 L = keras.layers
 # Maps are in [0, 1]; float32 on different kernels agrees far closer.
 ATOL = 1e-5
+# Principal components come from each backend's own float32 SVD / eigen
+# solver (LAPACK, Eigen, XLA): their maps agree to a few 1e-5.
+PROJECTIONS, PROJECTION_ATOL = ("eigencam", "eigengradcam", "kpcacam"), 2e-4
 SIZE = 16
+# The costly Score-CAM relatives with few samples (their maps still compare).
+OPTIONS = {"sscam": {"num_samples": 2}, "iscam": {"num_samples": 2}}
 
 
 def _residual_cnn():
@@ -74,7 +79,7 @@ def _all_maps(dual, name):
         for layer in LAYERS[name]:
             if method == "cam" and layer is not None:
                 continue  # CAM reads the head's weights: its input only.
-            cam = kd.cams.get(method)(dual, layer=layer)
+            cam = kd.cams.get(method)(dual, layer=layer, **OPTIONS.get(method, {}))
             for branch in ("softmax", "sigmoid"):
                 maps[f"{method}|{layer}|{branch}"] = cam(images, branch=branch)
     return maps
@@ -108,6 +113,9 @@ def test_maps_equal_tensorflows(name, tmp_path):
     maps = _all_maps(dual, name)
     assert sorted(maps) == sorted(expected.files)
     gaps = {key: float(np.abs(maps[key] - expected[key]).max()) for key in maps}
+    for key, gap in gaps.items():
+        if key.split("|")[0] in PROJECTIONS:
+            gaps[key] = gap * ATOL / PROJECTION_ATOL  # on the ATOL scale
     worst = max(gaps, key=gaps.get)
     # The largest gap, for `.ci/run` to print (README, "Backends").
     with open(os.path.join(folder, f"gap_{backend}_{name}.json"), "w") as f:

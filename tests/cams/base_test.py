@@ -9,6 +9,22 @@ import keras_dualsig as kd
 from keras_dualsig import cams
 
 NAMES = ["cam", "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "scorecam"]
+# The pytorch-grad-cam / torchcam methods: a cheaper behaviour check each
+# (their formulas are in golden_methods_test.py).
+NEW_NAMES = [
+    "gradcamelementwise",
+    "eigencam",
+    "eigengradcam",
+    "ablationcam",
+    "kpcacam",
+    "shapleycam",
+    "finercam",
+    "fem",
+    "randomcam",
+    "sscam",
+    "iscam",
+]
+NEW_OPTIONS = {"sscam": {"num_samples": 2}, "iscam": {"num_samples": 2}}
 CLASSES = 5
 
 
@@ -87,6 +103,30 @@ def test_behaviour(models, images, name, branch, policy):
         reference = cams.get(name)(models["float32"][1])
         expected = reference(images, class_index, branch=branch)
         assert np.abs(maps - expected).mean() < 0.02
+
+
+@pytest.mark.parametrize("name", NEW_NAMES)
+def test_behaviour_new_methods(models, images, name):
+    class_index = np.array([0, 1, 2, 3, 4])
+    results = {}
+    for policy, branch in (
+        ("float32", "sigmoid"),
+        ("float32", "softmax"),
+        ("mixed_float16", "sigmoid"),
+    ):
+        cam = cams.get(name)(models[policy][1], layer="c2", **NEW_OPTIONS.get(name, {}))
+        maps = cam(images, class_index, branch=branch)
+        assert isinstance(maps, np.ndarray) and maps.dtype == np.float32
+        assert maps.shape == (5, 32, 32) and np.isfinite(maps).all()
+        assert maps.min() >= 0.0 and maps.max() <= 1.0
+        peaks = maps.max(axis=(1, 2))
+        assert np.all(np.isclose(peaks, 1.0, atol=1e-6) | (peaks == 0.0))
+        assert peaks.max() == pytest.approx(1.0)
+        results[policy, branch] = maps
+    # Float32 CAM math on float16 features/gradients: close to float32
+    # (SS-CAM's noise and the top channels of a ratio may differ more).
+    gap = np.abs(results["mixed_float16", "sigmoid"] - results["float32", "sigmoid"])
+    assert gap.mean() < (0.1 if name == "sscam" else 0.03)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -266,6 +306,6 @@ def test_get():
     for name in NAMES:
         assert issubclass(cams.get(name), cams.BaseCAM)
     # The public list scripts loop over is exactly the documented names.
-    assert cams.NAMES == tuple(NAMES)
+    assert cams.NAMES == tuple(NAMES + NEW_NAMES)
     with pytest.raises(ValueError, match="argument `name`.*'hirescam'"):
         cams.get("smoothgrad")
