@@ -57,7 +57,10 @@ from training import flags as flags_lib  # noqa: E402
 from training.flags import flag  # noqa: E402
 
 BRANCHES = ("softmax", "sigmoid")
-DEFAULT_METHODS = list(kd.cams.NAMES)
+# The costly Score-CAM relatives and AblationCAM (many forward passes per
+# image) are opt-in: name them, or --methods=all.
+COSTLY_METHODS = ("sscam", "iscam", "ablationcam")
+DEFAULT_METHODS = [m for m in kd.cams.NAMES if m not in COSTLY_METHODS]
 # The variants of the paper's tables (the quickstart's default).
 PAPER_METHODS = [
     "cam",
@@ -76,6 +79,17 @@ METHOD_TITLES = {
     "layercam": "LayerCAM",
     "hirescam": "HiResCAM",
     "scorecam": "Score-CAM",
+    "gradcamelementwise": "Grad-CAM element-wise",
+    "eigencam": "EigenCAM",
+    "eigengradcam": "EigenGradCAM",
+    "ablationcam": "AblationCAM",
+    "kpcacam": "KPCA-CAM",
+    "shapleycam": "ShapleyCAM",
+    "finercam": "FinerCAM",
+    "fem": "FEM",
+    "randomcam": "RandomCAM",
+    "sscam": "SS-CAM",
+    "iscam": "IS-CAM",
 }
 BOX_METRICS = ("Top-1 Loc", "GT-known Loc", "MaxBoxAccV2")
 # The report's columns, in order (those present in the results).
@@ -102,7 +116,13 @@ SPEC = [
     *flags_lib.COMMON,
     flag("model", None, "Path of the dual-sigmoid model (.keras).", path=True),
     flag("output_dir", "runs/eval", "Where results, report and figures go."),
-    flag("methods", DEFAULT_METHODS, "CAM variants (names of kd.cams.get)."),
+    flag(
+        "methods",
+        DEFAULT_METHODS,
+        "CAM variants (names of kd.cams.get), or 'all'. Default: all but "
+        + ", ".join(COSTLY_METHODS)
+        + ".",
+    ),
     flag(
         "scorecam_channels",
         32,
@@ -621,14 +641,21 @@ def check_methods(methods):
     Raises:
         ValueError: (Keras template) naming `methods`.
     """
-    names = list(methods)
+    names = resolve_methods(methods)
     unknown = [m for m in names if m not in kd.cams.NAMES]
     if not names or unknown or len(set(names)) != len(names):
         raise invalid(
             "methods",
-            "a non-empty list of distinct CAM names among " + ", ".join(kd.cams.NAMES),
+            "'all' or a non-empty list of distinct CAM names among "
+            + ", ".join(kd.cams.NAMES),
             methods,
         )
+
+
+def resolve_methods(methods):
+    """The method list: `kd.cams.NAMES` for ["all"], else the names given."""
+    names = list(methods)
+    return list(kd.cams.NAMES) if names == ["all"] else names
 
 
 def check_flags(flags):
@@ -639,11 +666,12 @@ def check_flags(flags):
             accepted.
     """
     flags_lib.validate(flags, SPEC)
+    check_methods(flags.methods)
+    flags.methods = resolve_methods(flags.methods)
     if not flags.model:
         raise invalid(
             "model", "the path of the stage-2 dual_sigmoid.keras", flags.model
         )
-    check_methods(flags.methods)
     if flags.shard_index >= flags.num_shards:
         raise invalid(
             "shard_index",

@@ -366,6 +366,7 @@ class CAMEvaluation:
         self._scorer = fidelity._Scorer(model, confidence, _SCORE_BATCH_SIZE)
         self.confidence = self._scorer.confidence
         cam_options = _check_options(cam_options, "cam_options", keys=self.methods)
+        self._cam_options = cam_options
         self._box_options = _check_options(box_options, "box_options")
         self._mask_options = _check_options(mask_options, "mask_options")
         self.causal_metrics, self._causal_options = _check_causal(
@@ -502,14 +503,16 @@ class CAMEvaluation:
             regions = np.stack(
                 [pointing_game.box_region(b, height, width) for b in gt_boxes]
             )
-        maps_out = {}
+        # Every method's maps from one forward and backward pass per branch
+        # (`kd.cams.compute`): of the GT class, and of k* where k* != label.
+        maps_out = self._maps(images, labels)
+        maps_of_predicted = (
+            self._maps(images[wrong], predicted[wrong]) if wrong.size else None
+        )
         for method in self.methods:
-            cam = self.cams[method]
-            maps_out[method] = {}
             for branch in self.branches:
                 key = (method, branch)
-                maps = cam(images, labels, branch=branch)  # GT class, (B, H, W)
-                maps_out[method][branch] = maps
+                maps = maps_out[method][branch]  # GT class, (B, H, W)
                 if gt_boxes is not None:
                     self.box_evaluators[key].update(
                         maps, gt_boxes, correct=top1_correct
@@ -520,7 +523,12 @@ class CAMEvaluation:
                 if masks is not None:
                     self.mask_evaluators[key].update(maps, masks, ignore)
                 if self.fidelity_metrics or self.causal_metrics:
-                    self._add_fidelity(key, cam, images, maps, predicted, wrong, y)
+                    redone = (
+                        maps_of_predicted[method][branch]
+                        if maps_of_predicted is not None
+                        else None
+                    )
+                    self._add_fidelity(key, images, maps, redone, predicted, wrong, y)
         for branch in self.branches:
             self._correct[branch].append(np.argmax(logits[branch], axis=-1) == labels)
         self._labels.append(labels)
@@ -529,11 +537,22 @@ class CAMEvaluation:
         self._num_batches += 1
         return maps_out
 
-    def _add_fidelity(self, key, cam, images, maps, predicted, wrong, y):
-        """Fidelity terms of maps of k*: the GT maps, redone where k* != label."""
+    def _maps(self, images, class_index):
+        """{method: {branch: (B, H, W) maps}} of `class_index`, passes shared."""
+        return cams.compute(
+            self.model,
+            images,
+            methods=list(self.methods),
+            branches=list(self.branches),
+            class_index=class_index,
+            options=self._cam_options,
+        )
+
+    def _add_fidelity(self, key, images, maps, redone, predicted, wrong, y):
+        """Fidelity terms of maps of k*: the GT maps, `redone` where k* != label."""
         if wrong.size:
             maps = maps.copy()
-            maps[wrong] = cam(images[wrong], predicted[wrong], branch=key[1])
+            maps[wrong] = redone
         terms = {}
         if self.fidelity_metrics:
             o = self._scorer.scores(images * maps[..., None], predicted)

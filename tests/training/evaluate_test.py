@@ -175,3 +175,16 @@ def test_bad_metric_families(setup, tmp_path, metrics):
 def test_missing_model_flag(tmp_path):
     with raises_invalid("model", "dual_sigmoid.keras"):
         evaluate.run(flags_lib.config(evaluate.SPEC, output_dir=str(tmp_path)))
+
+
+def test_methods_all_and_the_costly_opt_ins():
+    assert evaluate.resolve_methods(["all"]) == list(kd.cams.NAMES)
+    assert evaluate.resolve_methods(["gradcam"]) == ["gradcam"]
+    evaluate.check_methods(["all"])
+    # The default is every variant but the costly ones, which stay opt-in.
+    assert set(evaluate.DEFAULT_METHODS) | set(evaluate.COSTLY_METHODS) == set(
+        kd.cams.NAMES
+    )
+    assert not set(evaluate.DEFAULT_METHODS) & set(evaluate.COSTLY_METHODS)
+    with raises_invalid("methods", "['all', 'gradcam']"):
+        evaluate.check_methods(["all", "gradcam"])
