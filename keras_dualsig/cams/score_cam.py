@@ -42,8 +42,16 @@ class ScoreCAM(BaseCAM):
 
     uses_gradients = False
 
-    def __init__(self, model, layer=None, *, max_channels=None, score_batch_size=16):
-        super().__init__(model, layer)
+    def __init__(
+        self,
+        model,
+        layer=None,
+        *,
+        max_channels=None,
+        score_batch_size=16,
+        reshape=None,
+    ):
+        super().__init__(model, layer, reshape=reshape)
         self.max_channels = check_positive_int(
             max_channels, "max_channels", allow_none=True
         )
