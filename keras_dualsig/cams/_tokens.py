@@ -29,8 +29,12 @@ from keras_dualsig import _keras_internals
 from keras_dualsig._errors import invalid
 from keras_dualsig._head import TokenPooling
 
-# At most this many leading non-patch tokens (class, distillation, registers).
+# At most this many leading non-patch tokens (class, distillation, registers)
+# where a backbone states its patch grid; where only the token count is
+# known, at most FALLBACK_EXTRA_TOKENS (class and distillation token): with
+# more, counts such as 32 = 7 + 5 * 5 would be read as a grid they are not.
 MAX_EXTRA_TOKENS = 8
+FALLBACK_EXTRA_TOKENS = 2
 
 # Layers that act on each token alone (the last axis), so that gradients do
 # not move between tokens through them.
@@ -52,14 +56,14 @@ def token_grid(num_tokens, image_size):
         image_size: (H, W) of the model's input.
 
     Returns:
-        The fewest leading tokens `extra` (0 to MAX_EXTRA_TOKENS) such that
+        The fewest leading tokens `extra` (0 to FALLBACK_EXTRA_TOKENS) such that
         the remaining `N - extra = h * w` tokens tile a grid with the input's
         aspect ratio, `h * W == w * H`; None if there is none.
     """
     height, width = image_size
     if not height or not width:
         return None
-    for extra in range(0, min(MAX_EXTRA_TOKENS, num_tokens - 1) + 1):
+    for extra in range(0, min(FALLBACK_EXTRA_TOKENS, num_tokens - 1) + 1):
         count = num_tokens - extra
         rows = round(math.sqrt(count * height / width))
         for h in (rows - 1, rows, rows + 1):
@@ -123,7 +127,7 @@ def grid_reshape(num_tokens, image_size, layer, owners=()):
             "reshape",
             "a callable (B, N, D) -> (B, h, w, D) for this layer: its token "
             f"count does not tile a grid of the input's {tuple(image_size)} "
-            f"aspect ratio after at most {MAX_EXTRA_TOKENS} leading tokens, "
+            f"aspect ratio after at most {FALLBACK_EXTRA_TOKENS} leading tokens, "
             "and no enclosing backbone states its patch grid",
             received=f"None for layer {layer!r} with {num_tokens} tokens",
         )
@@ -194,12 +198,43 @@ def _through_per_token(tensor, source):
     return False
 
 
+def _depends_on(tensor, source, limit=512):
+    """Whether `tensor` is computed from `source` (a bounded graph search)."""
+    stack, seen = [tensor], set()
+    while stack and len(seen) < limit:
+        current = stack.pop()
+        if current is source:
+            return True
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        layer, node = _keras_internals.producer(current)
+        if layer is not None and not node.is_input:
+            stack.extend(node.input_tensors)
+    return False
+
+
+def _residual_branch(inputs):
+    """Where the walk continues at a residual `Add([x, f(x)])`, or None.
+
+    At `x` when f acts per token (an MLP block: the mixing is before x);
+    inside f when f mixes tokens (an attention block: f holds the mixing).
+    """
+    for skip, branch in ((inputs[0], inputs[1]), (inputs[1], inputs[0])):
+        if _through_per_token(branch, skip):
+            return skip
+    for skip, branch in ((inputs[0], inputs[1]), (inputs[1], inputs[0])):
+        if _depends_on(branch, skip):
+            return branch
+    return None
+
+
 def mixing_input(trunk):
     """Name of the layer whose output enters the trunk's last token mixing.
 
     Walks back from the trunk's output (into nested Functional models)
-    through per-token layers and per-token residual branches
-    (`Add([x, f(x)])` with f per token) until a layer that mixes tokens
+    through per-token layers and residual sums (`Add([x, f(x)])`: on to x
+    when f acts per token, into f otherwise) until a layer that mixes tokens
     (attention, or an opaque encoder layer); returns the name of the layer
     that produced that layer's (first) input, or None when the walk finds
     none (a graph input, a multi-input layer it cannot read).
@@ -228,13 +263,9 @@ def mixing_input(trunk):
             continue
         inputs = node.input_tensors
         if isinstance(layer, keras.layers.Add) and len(inputs) == 2:
-            residual = [
-                inputs[1 - i]
-                for i in range(2)
-                if _through_per_token(inputs[i], inputs[1 - i])
-            ]
-            if residual:
-                tensor = residual[0]
+            branch = _residual_branch(inputs)
+            if branch is not None:
+                tensor = branch
                 continue
         if not inputs or len(inputs[0].shape) != 3:
             return None

@@ -22,13 +22,13 @@ from keras import ops
 
 from keras_dualsig import _backend, _graph
 from keras_dualsig._classifier import BRANCHES, classifier_of
-from keras_dualsig.cams import _tokens
 from keras_dualsig._errors import (
     check_bool,
     check_class_index,
     check_positive_int,
     invalid,
 )
+from keras_dualsig.cams import _tokens
 
 __all__ = ["BRANCHES", "CONSTANT_MAP_TOLERANCE", "BaseCAM", "CamRequest"]
 
