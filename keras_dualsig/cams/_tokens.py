@@ -82,9 +82,10 @@ def known_grid(num_tokens, owners):
             (channels_last) gives the grid (H // p, W // p).
 
     Returns:
-        The largest of that grid and its halvings (Swin's stages) whose
-        count c satisfies `0 <= N - c <= MAX_EXTRA_TOKENS`, with
-        `extra = N - c`; None when no owner knows a grid or none fits.
+        The grid with `extra = N - h * w` leading tokens when
+        `0 <= extra <= MAX_EXTRA_TOKENS`, else the halving of the grid
+        (Swin's stages) with exactly N tokens; None when no owner knows a
+        grid or none fits.
     """
     for owner in owners:
         shape = getattr(owner, "image_shape", None)
@@ -97,11 +98,14 @@ def known_grid(num_tokens, owners):
         if shape[0] is None or shape[1] is None:
             return None
         rows, columns = shape[0] // patch[0], shape[1] // patch[1]
-        while rows >= 1 and columns >= 1:
-            extra = num_tokens - rows * columns
-            if 0 <= extra <= MAX_EXTRA_TOKENS:
-                return extra, rows, columns
+        extra = num_tokens - rows * columns
+        if 0 <= extra <= MAX_EXTRA_TOKENS:
+            return extra, rows, columns
+        # Swin's patch merging halves the grid; its stages have no extras.
+        while rows > 1 and columns > 1:
             rows, columns = rows // 2, columns // 2
+            if rows * columns == num_tokens:
+                return 0, rows, columns
         return None
     return None
 
