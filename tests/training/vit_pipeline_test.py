@@ -17,8 +17,9 @@ from training import flags as flags_lib
 pytest.importorskip("keras_hub")
 
 
+@pytest.mark.slow
 def test_vit_tiny_pipeline(tiny_data, tmp_path):
-    data = {**tiny_data, "max_images": 32}
+    data = {**tiny_data, "max_images": 16}
     classifier = train_classifier.run(
         flags_lib.config(
             train_classifier.SPEC,
