@@ -187,6 +187,47 @@ def _swin():
     return models.SwinTransformerImageClassifier(backbone=backbone, num_classes=CLASSES)
 
 
+def _mit():
+    backbone = models.MiTBackbone(
+        layerwise_depths=[1, 1],
+        image_shape=(SIZE, SIZE, 3),
+        hidden_dims=[4, 8],
+        num_layers=2,
+        layerwise_num_heads=[1, 2],
+        layerwise_sr_ratios=[8, 4],
+        max_drop_path_rate=0.1,
+        layerwise_patch_sizes=[7, 3],
+        layerwise_strides=[4, 2],
+    )
+    return models.MiTImageClassifier(backbone=backbone, num_classes=CLASSES)
+
+
+def _mobilenet_v5():
+    backbone = models.MobileNetV5Backbone(
+        stackwise_block_types=[["er"], ["uir"]],
+        stackwise_num_blocks=[1, 1],
+        stackwise_num_filters=[[8], [16]],
+        stackwise_strides=[[2], [2]],
+        stackwise_act_layers=[["relu"], ["relu"]],
+        stackwise_exp_ratios=[[2.0], [2.0]],
+        stackwise_se_ratios=[[0.0], [0.0]],
+        stackwise_dw_kernel_sizes=[[0], [3]],
+        stackwise_dw_start_kernel_sizes=[[0], [0]],
+        stackwise_dw_end_kernel_sizes=[[0], [0]],
+        stackwise_exp_kernel_sizes=[[3], [0]],
+        stackwise_pw_kernel_sizes=[[1], [0]],
+        stackwise_num_heads=[[0], [0]],
+        stackwise_key_dims=[[0], [0]],
+        stackwise_value_dims=[[0], [0]],
+        stackwise_kv_strides=[[0], [0]],
+        stackwise_use_cpe=[[False], [False]],
+        image_shape=(SIZE, SIZE, 3),
+        stem_size=8,
+        use_msfa=False,
+    )
+    return models.MobileNetV5ImageClassifier(backbone=backbone, num_classes=CLASSES)
+
+
 BUILDERS = {
     "resnet": _resnet,
     "vgg": _vgg,
@@ -199,6 +240,8 @@ BUILDERS = {
     "vit": _vit,
     "deit": _deit,
     "swin": _swin,
+    "mit": _mit,
+    "mobilenet_v5": _mobilenet_v5,
 }
 
 # keras-hub's VGGImageClassifier keeps its head (Flatten or 7x7 "fc" convs and
@@ -252,6 +295,8 @@ def _values(variables):
         for name in BUILDERS
     ],
 )
+# MiT's attention runs a softmax over a size-1 axis on 32 px inputs.
+@pytest.mark.filterwarnings("ignore:You are using a softmax over axis")
 def test_task(name, tmp_path):
     task = _task(name)
     images = _images()
