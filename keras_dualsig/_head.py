@@ -339,6 +339,37 @@ def _step_out(tensor, outer):
     return tensor
 
 
+# The layers a head may run on through inside a nested model, back to its
+# input: fc-style layers that keep the resolution. A pooling, a strided
+# convolution or a normalisation there means the nested model is a backbone
+# (e.g. keras.applications' with `pooling="avg"`), not a head.
+_RUN_ON = (
+    keras.layers.Conv2D,
+    keras.layers.Dense,
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout2D,
+    keras.layers.Activation,
+)
+
+
+def _check_run_on(model, layer, outer):
+    """Refuses a run-on through a layer that is not a head layer."""
+    strided = isinstance(layer, keras.layers.Conv2D) and (
+        tuple(layer.strides) != (1, 1) or tuple(layer.dilation_rate) != (1, 1)
+    )
+    if strided or not isinstance(layer, _RUN_ON):
+        raise invalid(
+            "model",
+            "a classifier whose head starts in its outermost graph, or at the "
+            "input of a nested model holding only head layers (the trunk "
+            "cannot end inside a nested model: pass a model whose backbone "
+            "ends at its feature map, e.g. keras.applications with "
+            "pooling=None and the pooling outside)",
+            received=f"{model.name} (the head starts inside the nested model "
+            f"{outer[-1][0].name!r}, after its layer {layer.name!r})",
+        )
+
+
 def _feature_tensor(head_start, tensor, outer):
     """The input of a `head_start` layer, as a tensor of the outer graph.
 
@@ -392,6 +423,7 @@ def _walk_head(model, output, head_start):
         is_reduction = _is_reduction(head_layer, tensor)
         tensor = node.input_tensors[0]
         if run_on:
+            _check_run_on(model, layer, outer)
             continue
         if head_start is not None:
             if layer.name != head_start:

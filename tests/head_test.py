@@ -211,3 +211,22 @@ def test_a_nested_head_is_walked_into():
     assert trunk.outputs[0].shape == (None, 8, 8, 4)
     with raises_invalid("head_start", "nested model"):
         _head.split_classifier(model, head_start="gap")
+
+
+def test_a_backbone_with_its_pooling_inside_is_refused():
+    # keras.applications' include_top=False, pooling="avg" style: the head
+    # would start inside the nested model, behind a pooling layer.
+    backbone = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            L.Conv2D(4, 3, name="conv"),
+            L.MaxPooling2D(name="pool"),
+            L.Conv2D(4, 3, padding="same", name="last_conv"),
+            L.GlobalAveragePooling2D(name="gap"),
+        ],
+        name="backbone",
+    )
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, L.Dense(3, name="out")(backbone(inputs)))
+    with raises_invalid("model", "nested model 'backbone'", "'pool'"):
+        _head.split_classifier(model)
