@@ -30,6 +30,7 @@ class ScoreCAM(BaseCAM):
             first, "Faster Score-CAM"); the others get weight 0.
         score_batch_size: how many masked inputs run through the model at
             once.
+        reshape: see `BaseCAM` (token sequences -> grid).
 
     Raises:
         ValueError: (Keras template) for a bad `max_channels` or
