@@ -320,26 +320,115 @@ def _head_layer(layer, node):
     )
 
 
+def _can_walk_into(layer):
+    """A nested Functional/Sequential model with one input and one output."""
+    if not isinstance(layer, keras.Model):
+        return False
+    try:
+        inputs, outputs = layer.inputs, layer.outputs
+    except (AttributeError, ValueError):
+        return False
+    return bool(inputs) and len(inputs) == 1 and len(outputs or []) == 1
+
+
+def _step_out(tensor, outer):
+    """A nested model's input tensor -> the outer tensor that feeds it."""
+    while outer and any(tensor is t for t in outer[-1][0].inputs):
+        _, node = outer.pop()
+        tensor = node.input_tensors[0]
+    return tensor
+
+
+# The layers a head may run on through inside a nested model, back to its
+# input: fc-style layers that keep the resolution. A pooling, a strided
+# convolution or a normalisation there means the nested model is a backbone
+# (e.g. keras.applications' with `pooling="avg"`), not a head.
+_RUN_ON = (
+    keras.layers.Conv2D,
+    keras.layers.Dense,
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout2D,
+    keras.layers.Activation,
+)
+
+
+def _check_run_on(model, layer, outer):
+    """Refuses a run-on through a layer that is not a head layer."""
+    strided = isinstance(layer, keras.layers.Conv2D) and (
+        tuple(layer.strides) != (1, 1) or tuple(layer.dilation_rate) != (1, 1)
+    )
+    if strided or not isinstance(layer, _RUN_ON):
+        raise invalid(
+            "model",
+            "a classifier whose head starts in its outermost graph, or at the "
+            "input of a nested model holding only head layers (the trunk "
+            "cannot end inside a nested model: pass a model whose backbone "
+            "ends at its feature map, e.g. keras.applications with "
+            "pooling=None and the pooling outside)",
+            received=f"{model.name} (the head starts inside the nested model "
+            f"{outer[-1][0].name!r}, after its layer {layer.name!r})",
+        )
+
+
+def _feature_tensor(head_start, tensor, outer):
+    """The input of a `head_start` layer, as a tensor of the outer graph.
+
+    Raises:
+        ValueError: (Keras template) when it lies inside a nested model (the
+            trunk would have to end inside it).
+    """
+    tensor = _step_out(tensor, outer)
+    if outer:
+        raise invalid(
+            "head_start",
+            "a layer whose input is a tensor of the outermost graph or a "
+            "nested model's input (the trunk cannot end inside a nested model)",
+            received=f"{head_start!r} (its input lies inside the nested model "
+            f"{outer[-1][0].name!r})",
+        )
+    return tensor
+
+
 def _walk_head(model, output, head_start):
     """Walks back from the output; returns (head chain reversed, feature tensor)."""
     chain = []  # (layer, node), from the output backwards.
     tensor = output
     seen_reduction = seen_weights = False
     merge = None  # A layer with several inputs that stopped the walk.
+    # Nested single-input models being walked through (keras-hub's VGG keeps
+    # its head in a nested Sequential): (model, its node in the outer graph).
+    outer = []
+    # A head that starts inside a nested model runs on to that model's input
+    # (the trunk cannot end inside it): keras-hub VGG's `fc1 (7x7 conv) ->
+    # fc2 -> pooler -> predictions`, as keras.applications' VGG16 top.
+    run_on = False
     while True:
         layer, node = _keras_internals.producer(tensor)
+        if layer is not None and node.is_input and outer:
+            tensor = _step_out(tensor, outer)
+            if run_on and not outer:
+                return chain, tensor
+            continue
         if layer is None or node.is_input:
             break
         if len(node.input_tensors) != 1:
             merge = layer.name
             break
+        if _can_walk_into(layer):
+            outer.append((layer, node))
+            tensor = layer.outputs[0]
+            continue
         head_layer = _head_layer(layer, node)
         chain.append((head_layer, node))
         is_reduction = _is_reduction(head_layer, tensor)
         tensor = node.input_tensors[0]
+        if run_on:
+            _check_run_on(model, layer, outer)
+            continue
         if head_start is not None:
             if layer.name != head_start:
                 continue
+            tensor = _feature_tensor(head_start, tensor, outer)
             if len(tensor.shape) not in (3, 4):
                 raise invalid(
                     "head_start",
@@ -355,11 +444,16 @@ def _walk_head(model, output, head_start):
             # A global pooling, Flatten or token pooling of a map, with
             # weights after it, ends the head even when small inputs shrank
             # the map to 1x1.
-            return chain, tensor
-        seen_reduction = seen_reduction or is_reduction
-        seen_weights = seen_weights or bool(getattr(layer, "weights", None))
-        if seen_reduction and seen_weights and _is_spatial(tensor):
-            return chain, tensor
+            stop = True
+        else:
+            seen_reduction = seen_reduction or is_reduction
+            seen_weights = seen_weights or bool(getattr(layer, "weights", None))
+            stop = seen_reduction and seen_weights and _is_spatial(tensor)
+        if stop:
+            tensor = _step_out(tensor, outer)
+            if not outer:
+                return chain, tensor
+            run_on = True
     names = [layer.name for layer, _ in chain]
     if head_start is not None:
         raise invalid(

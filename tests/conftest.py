@@ -33,6 +33,7 @@ PORTABLE = (
     "cams/golden_test.py",
     "cams/properties_test.py",
     "cams/score_cam_test.py",
+    "cams/tokens_test.py",
     "classifier_test.py",
     "head_test.py",
     "keras_internals_test.py",

@@ -173,3 +173,60 @@ def test_bad_arguments():
 )
 def test_activation_name(activation, expected):
     assert _head.activation_name(keras.activations.get(activation)) == expected
+
+
+def _nested_head_model(head_layers):
+    inputs = keras.Input((8, 8, 3))
+    x = L.Conv2D(4, 3, padding="same", name="features")(inputs)
+    outputs = keras.Sequential(head_layers, name="nested_head")(x)
+    return keras.Model(inputs, outputs)
+
+
+def test_a_nested_head_is_walked_into():
+    # As keras-hub's VGGImageClassifier: the head is a nested Sequential.
+    images = np.random.default_rng(0).uniform(size=(2, 8, 8, 3)).astype("float32")
+    model = _nested_head_model(
+        [
+            L.GlobalAveragePooling2D(name="gap"),
+            L.Dense(3, activation="softmax", name="out"),
+        ]
+    )
+    trunk, head = _head.split_classifier(model)
+    assert [layer.name for layer in head.layers] == ["gap", "out"]
+    assert trunk.outputs[0].shape == (None, 8, 8, 4)
+    np.testing.assert_array_equal(
+        to_numpy(head(trunk(images))[0]), to_numpy(model(images))
+    )
+    # The walk would stop inside it (at conv's 6x6 map): the head runs on to
+    # the nested model's input, which the trunk can end at.
+    model = _nested_head_model(
+        [
+            L.Conv2D(4, 3, name="conv"),
+            L.GlobalAveragePooling2D(name="gap"),
+            L.Dense(3, name="out"),
+        ]
+    )
+    trunk, head = _head.split_classifier(model)
+    assert [layer.name for layer in head.layers] == ["conv", "gap", "out"]
+    assert trunk.outputs[0].shape == (None, 8, 8, 4)
+    with raises_invalid("head_start", "nested model"):
+        _head.split_classifier(model, head_start="gap")
+
+
+def test_a_backbone_with_its_pooling_inside_is_refused():
+    # keras.applications' include_top=False, pooling="avg" style: the head
+    # would start inside the nested model, behind a pooling layer.
+    backbone = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            L.Conv2D(4, 3, name="conv"),
+            L.MaxPooling2D(name="pool"),
+            L.Conv2D(4, 3, padding="same", name="last_conv"),
+            L.GlobalAveragePooling2D(name="gap"),
+        ],
+        name="backbone",
+    )
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, L.Dense(3, name="out")(backbone(inputs)))
+    with raises_invalid("model", "nested model 'backbone'", "'pool'"):
+        _head.split_classifier(model)

@@ -38,7 +38,8 @@ def class_weight_layer(model_name, head):
     """Index of the layer whose kernel holds the per-channel class weights.
 
     Accepts heads that compute `logit_k = mean_{i,j} sum_c W_ck A_cij + b_k`:
-    one GlobalAveragePooling2D, one Dense or 1x1 Conv2D (before or after the
+    one GlobalAveragePooling2D (or a mean over tokens: GlobalAveragePooling1D,
+    `ops.mean(x, axis=1)`), one Dense or 1x1 Conv2D (before or after the
     pooling, e.g. MobileNet's `GAP -> Dropout -> Conv2D(1x1) -> Reshape` or a
     fully convolutional `Conv2D(C, 1x1) -> GAP`), Dropout/Reshape/Flatten
     between them, and final softmax/sigmoid activations.
@@ -70,7 +71,10 @@ def _find(logit_layers):
         # The last logit layer may carry the final softmax/sigmoid activation:
         # the logits enter it.
         final_allowed = index == len(logit_layers) - 1
-        if isinstance(layer, keras.layers.GlobalAveragePooling2D):
+        if isinstance(
+            layer,
+            keras.layers.GlobalAveragePooling2D | keras.layers.GlobalAveragePooling1D,
+        ) or (isinstance(layer, _head.TokenPooling) and layer.mode == "mean"):
             pools += 1
         elif (isinstance(layer, keras.layers.Dense) and pools) or _is_pointwise_conv(
             layer

@@ -25,6 +25,7 @@ class AblationCAM(BaseCAM):
     Args:
         model: a DualSigmoidModel or a plain Keras classifier.
         layer: feature layer name(s); default the head's input.
+        reshape: the token-grid layout of a transformer layer, as `BaseCAM`.
         ratio_channels_to_ablate: in (0, 1]; below 1 only the
             `max(1, int(ratio * c))` channels of largest spatial mean
             activation of each image are ablated, the others get weight 0
@@ -39,7 +40,13 @@ class AblationCAM(BaseCAM):
     uses_gradients = False
 
     def __init__(
-        self, model, layer=None, *, ratio_channels_to_ablate=1.0, ablation_batch_size=32
+        self,
+        model,
+        layer=None,
+        *,
+        ratio_channels_to_ablate=1.0,
+        ablation_batch_size=32,
+        reshape=None,
     ):
         ratio = ratio_channels_to_ablate
         if (
@@ -48,7 +55,7 @@ class AblationCAM(BaseCAM):
             or not 0.0 < ratio <= 1.0
         ):
             raise invalid("ratio_channels_to_ablate", "a number in (0, 1]", ratio)
-        super().__init__(model, layer)
+        super().__init__(model, layer, reshape=reshape)
         self.ratio_channels_to_ablate = float(ratio)
         self.ablation_batch_size = check_positive_int(
             ablation_batch_size, "ablation_batch_size"

@@ -28,6 +28,7 @@ from keras_dualsig._errors import (
     check_positive_int,
     invalid,
 )
+from keras_dualsig.cams import _tokens
 from keras_dualsig.cams._pca import first_component
 
 __all__ = ["BRANCHES", "CONSTANT_MAP_TOLERANCE", "BaseCAM", "CamRequest"]
@@ -96,11 +97,25 @@ class BaseCAM:
             including one inside a residual block or a nested backbone (a
             unique name or an "outer/inner" path). channels_first maps
             (batch, channels, height, width) are read in their layout.
+            A token sequence (batch, tokens, channels) of a transformer is
+            laid out on its patch grid (class, distillation and register
+            tokens dropped; see `reshape`). For a class-token head
+            (`x[:, 0] -> Dense`) the default is the input of the last
+            token-mixing layer instead, since the gradient at the head's
+            input is zero on every patch token.
+        reshape: None, or a callable (batch, tokens, channels) ->
+            (batch, h, w, channels) applied to the layer's output and its
+            gradient (pytorch-grad-cam's `reshape_transform`). None infers
+            the grid: from an enclosing backbone's `image_shape` and
+            `patch_size` (keras-hub ViT, DeiT, Swin), else from the token
+            count and the input's aspect ratio.
 
     Raises:
         ValueError: (Keras template) if `model` is not a classifier with a
             recognisable head, or `layer` is unknown, part of the head, or
-            not rank 4.
+            neither rank 4 nor a token sequence; if `reshape` is not a
+            callable giving (batch, h, w, channels), or None where the token
+            grid cannot be inferred.
 
     Example:
     >>> cam = kd.cams.GradCAM(dual)
@@ -113,7 +128,7 @@ class BaseCAM:
     # ShapleyCAM: also the Hessian-vector product H A of the score.
     uses_hessian = False
 
-    def __init__(self, model, layer=None):
+    def __init__(self, model, layer=None, *, reshape=None):
         self.model = model
         self.classifier = classifier_of(model)
         self.is_dual = self.classifier.is_dual
@@ -128,7 +143,7 @@ class BaseCAM:
                 received=f"{model.name} with {len(self._trunk.inputs)} inputs",
             )
         self._last_hessian_vector = None
-        names, self._layers = self._resolve_layers(layer)
+        names, self._layers = self._resolve_layers(layer, reshape)
         self._use_layer(0)
         # The name, or the list of names with `layer=[...]`.
         self.layer = names if isinstance(layer, (list, tuple)) else names[0]
@@ -207,13 +222,23 @@ class BaseCAM:
         """
         return self.classifier.logits(images)[branch]
 
-    def _resolve_layer(self, layer):
-        """Validates `layer`; builds the probe model [images, d] -> (A, features)."""
+    def _resolve_layer(self, layer, reshape=None):
+        """Validates `layer`; builds the probe model [images, d] -> (A, features).
+
+        Sets how A is read: `_channels_first` for a rank-4 map, `_reshape`
+        (tokens -> grid) for a token sequence.
+        """
+        head = self.classifier.heads["softmax"]
+        class_token = _tokens.reads_class_token(head)
         if layer is None:
             layer = self.feature_layer
+            if class_token:
+                # The head reads only the class token: explain the input of
+                # the last token mixing, where patch tokens get gradients.
+                layer = _tokens.mixing_input(self._trunk) or layer
         if not isinstance(layer, str):
             raise invalid("layer", "None or a layer name (str)", layer)
-        found, _ = _graph.find_layer(self._trunk, layer)
+        found, path = _graph.find_layer(self._trunk, layer)
         if found is None:
             in_model, _ = _graph.find_layer(self.model, layer)
             expected = (
@@ -226,19 +251,36 @@ class BaseCAM:
             )
             raise invalid("layer", expected, layer)
         probe = _graph.probe_model(self._trunk, [layer])
-        shape = probe.outputs[0].shape
-        if len(shape) != 4:
+        shape = tuple(probe.outputs[0].shape)
+        self._reshape = None
+        if reshape is not None:
+            self._reshape = _tokens.check_reshape(reshape, shape, layer)
+        elif len(shape) == 3:
+            if class_token and layer == self.feature_layer:
+                raise invalid(
+                    "layer",
+                    "a layer before the last token mixing (attention): this "
+                    "head reads only the class token, so the gradient at its "
+                    "input is zero on every patch token",
+                    layer,
+                )
+            image_size = tuple(self._trunk.inputs[0].shape[1:3])
+            owners = [found, *reversed(path or [])]
+            self._reshape = _tokens.grid_reshape(shape[1], image_size, layer, owners)
+        elif len(shape) != 4:
             raise invalid(
                 "layer",
                 "a layer whose output is a rank-4 feature map (batch, height, "
-                "width, channels)",
-                received=f"{layer!r} (output shape {tuple(shape)})",
+                "width, channels) or a token sequence (batch, tokens, channels)",
+                received=f"{layer!r} (output shape {shape})",
             )
         self._probe = probe
-        self._channels_first = self._is_channels_first(layer, found)
+        self._channels_first = self._reshape is None and self._is_channels_first(
+            layer, found
+        )
         return layer
 
-    def _resolve_layers(self, layer):
+    def _resolve_layers(self, layer, reshape=None):
         """(names, states): per explained layer what `_resolve_layer` sets.
 
         Every attribute that `_resolve_layer` sets (the probe model, the
@@ -251,7 +293,7 @@ class BaseCAM:
         resolved_names, states = [], []
         for name in names:
             before = dict(vars(self))
-            resolved = self._resolve_layer(name)
+            resolved = self._resolve_layer(name, reshape)
             state = {
                 key: value
                 for key, value in vars(self).items()
@@ -510,8 +552,10 @@ class BaseCAM:
         return self._channels_last(activations), self._channels_last(gradients), target
 
     def _channels_last(self, tensor):
-        """float32 (B, h, w, c), whatever the layer's layout."""
+        """float32 (B, h, w, c), whatever the layer's layout (or tokens)."""
         tensor = ops.cast(tensor, "float32")
+        if self._reshape is not None:
+            return self._reshape(tensor)  # (B, N, c) -> (B, h, w, c)
         if self._channels_first:
             tensor = ops.transpose(tensor, (0, 2, 3, 1))  # (B, c, h, w) -> (B, h, w, c)
         return tensor

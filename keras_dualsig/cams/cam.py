@@ -3,6 +3,7 @@
 from keras import ops
 
 from keras_dualsig._errors import invalid
+from keras_dualsig.cams import _tokens
 from keras_dualsig.cams._linear_head import class_weight_layer
 from keras_dualsig.cams.base import BaseCAM
 
@@ -10,7 +11,8 @@ from keras_dualsig.cams.base import BaseCAM
 class CAM(BaseCAM):
     """Class activation mapping (Zhou et al., CVPR 2016, arXiv:1512.04150).
 
-    For a head `GAP -> Dense` (or a 1x1 Conv2D before or after the pooling)
+    For a head `GAP -> Dense` (or a 1x1 Conv2D before or after the pooling,
+    or a transformer's mean over tokens `ops.mean(x, axis=1) -> Dense`)
     the logit is `z_k = mean_{i,j} sum_c W_ck A_cij + b_k`, so the channel
     weights are the class layer's kernel row `w_c = W_ck`. On the sigmoid
     branch the kernel of the branch's own layer (`<name>_sigmoid`) is read and
@@ -21,10 +23,12 @@ class CAM(BaseCAM):
         model: a DualSigmoidModel or a plain Keras classifier with a
             `GAP -> Dense` style head.
         layer: None or the head's input layer (`model.feature_layer`).
+        reshape: see `BaseCAM` (token sequences -> grid).
 
     Raises:
         ValueError: (Keras template) for a head CAM cannot read (VGG's fc
-            layers, several weighted layers, max pooling: use GradCAM), or a
+            layers, several weighted layers, max pooling, a class-token head:
+            use GradCAM), or a
             `layer` other than the head's input.
 
     Example:
@@ -33,8 +37,19 @@ class CAM(BaseCAM):
 
     uses_gradients = False
 
-    def __init__(self, model, layer=None):
-        super().__init__(model, layer)
+    def __init__(self, model, layer=None, *, reshape=None):
+        super().__init__(model, layer, reshape=reshape)
+        head = self.classifier.heads["softmax"]
+        if _tokens.reads_class_token(head):
+            raise invalid(
+                "model",
+                "a classifier whose head pools its feature map or tokens (CAM "
+                "needs logit = mean over positions of sum_c W_c A_c; a "
+                "class-token head reads one token, so no map of patch tokens "
+                "sums to its logit: use kd.cams.GradCAM or another gradient "
+                "method)",
+                received=f"{model.name} with head {[x.name for x in head.layers]}",
+            )
         if self.layer != self.feature_layer:
             raise invalid(
                 "layer",

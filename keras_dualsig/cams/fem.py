@@ -21,6 +21,7 @@ class FEM(BaseCAM):
     Args:
         model: a DualSigmoidModel or a plain Keras classifier.
         layer: feature layer name(s); default the head's input.
+        reshape: the token-grid layout of a transformer layer, as `BaseCAM`.
         k: the number of standard deviations of the threshold (2).
 
     Example:
@@ -29,10 +30,10 @@ class FEM(BaseCAM):
 
     uses_gradients = False
 
-    def __init__(self, model, layer=None, *, k=2.0):
+    def __init__(self, model, layer=None, *, k=2.0, reshape=None):
         if isinstance(k, bool) or not isinstance(k, (int, float)):
             raise invalid("k", "a number", k)
-        super().__init__(model, layer)
+        super().__init__(model, layer, reshape=reshape)
         self.k = float(k)
 
     def activation_map(self, activations, gradients, request):

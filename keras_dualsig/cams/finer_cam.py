@@ -24,6 +24,7 @@ class FinerCAM(GradCAM):
     Args:
         model: a DualSigmoidModel or a plain Keras classifier.
         layer: feature layer name(s); default the head's input.
+        reshape: the token-grid layout of a transformer layer, as `BaseCAM`.
         comparisons: how many similar classes are subtracted (3).
         alpha: the weight of their logits (1.0).
 
@@ -31,8 +32,8 @@ class FinerCAM(GradCAM):
     >>> maps = kd.cams.FinerCAM(dual)(images)
     """
 
-    def __init__(self, model, layer=None, *, comparisons=3, alpha=1.0):
-        super().__init__(model, layer)
+    def __init__(self, model, layer=None, *, comparisons=3, alpha=1.0, reshape=None):
+        super().__init__(model, layer, reshape=reshape)
         self.comparisons = check_positive_int(comparisons, "comparisons")
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
             raise invalid("alpha", "a number", alpha)

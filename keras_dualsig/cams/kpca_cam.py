@@ -29,6 +29,7 @@ class KPCACAM(BaseCAM):
     Args:
         model: a DualSigmoidModel or a plain Keras classifier.
         layer: feature layer name(s); default the head's input.
+        reshape: the token-grid layout of a transformer layer, as `BaseCAM`.
         kernel: one of "sigmoid", "rbf", "linear", "poly", "cosine".
         gamma: None or a positive float (kernel coefficient).
 
@@ -38,14 +39,16 @@ class KPCACAM(BaseCAM):
 
     uses_gradients = False
 
-    def __init__(self, model, layer=None, *, kernel="sigmoid", gamma=None):
+    def __init__(
+        self, model, layer=None, *, kernel="sigmoid", gamma=None, reshape=None
+    ):
         if kernel not in KERNELS:
             raise invalid("kernel", f"one of {list(KERNELS)}", kernel)
         if gamma is not None and (
             isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or gamma <= 0
         ):
             raise invalid("gamma", "None or a positive number", gamma)
-        super().__init__(model, layer)
+        super().__init__(model, layer, reshape=reshape)
         self.kernel = kernel
         self.gamma = gamma
 

@@ -22,6 +22,7 @@ class RandomCAM(BaseCAM):
     Args:
         model: a DualSigmoidModel or a plain Keras classifier.
         layer: feature layer name(s); default the head's input.
+        reshape: the token-grid layout of a transformer layer, as `BaseCAM`.
         seed: int seed of the weights.
 
     Example:
@@ -30,10 +31,10 @@ class RandomCAM(BaseCAM):
 
     uses_gradients = False
 
-    def __init__(self, model, layer=None, *, seed=0):
+    def __init__(self, model, layer=None, *, seed=0, reshape=None):
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise invalid("seed", "an int", seed)
-        super().__init__(model, layer)
+        super().__init__(model, layer, reshape=reshape)
         self.seed = int(seed)
 
     def channel_weights(self, activations, gradients, request):

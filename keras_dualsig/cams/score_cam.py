@@ -30,6 +30,7 @@ class ScoreCAM(BaseCAM):
             first, "Faster Score-CAM"); the others get weight 0.
         score_batch_size: how many masked inputs run through the model at
             once.
+        reshape: see `BaseCAM` (token sequences -> grid).
 
     Raises:
         ValueError: (Keras template) for a bad `max_channels` or
@@ -42,8 +43,16 @@ class ScoreCAM(BaseCAM):
 
     uses_gradients = False
 
-    def __init__(self, model, layer=None, *, max_channels=None, score_batch_size=16):
-        super().__init__(model, layer)
+    def __init__(
+        self,
+        model,
+        layer=None,
+        *,
+        max_channels=None,
+        score_batch_size=16,
+        reshape=None,
+    ):
+        super().__init__(model, layer, reshape=reshape)
         self.max_channels = check_positive_int(
             max_channels, "max_channels", allow_none=True
         )

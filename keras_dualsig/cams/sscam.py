@@ -42,9 +42,14 @@ class SSCAM(ScoreCAM):
         seed=0,
         max_channels=None,
         score_batch_size=16,
+        reshape=None,
     ):
         super().__init__(
-            model, layer, max_channels=max_channels, score_batch_size=score_batch_size
+            model,
+            layer,
+            max_channels=max_channels,
+            score_batch_size=score_batch_size,
+            reshape=reshape,
         )
         self.num_samples = check_positive_int(num_samples, "num_samples")
         if isinstance(std, bool) or not isinstance(std, (int, float)) or std < 0:
