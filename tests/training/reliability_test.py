@@ -177,13 +177,18 @@ def test_flags_the_settings_ignore_are_refused(
 
 
 @pytest.mark.parametrize(
-    "name, value",
-    [("strategy", "mirrored"), ("model_dir", "runs/other"), ("jit_compile", True)],
+    "name, value, expected",
+    [
+        ("model_dir", "runs/other", "evaluate does not use it"),
+        ("jit_compile", True, "evaluate does not use it"),
+        # mirrored and multi_worker evaluate (tests/training/evaluate_shards_test.py).
+        ("strategy", "tpu", "run shards"),
+    ],
 )
 def test_evaluate_refuses_the_shared_flags_it_does_not_use(
-    data, trained, tmp_path, name, value
+    data, trained, tmp_path, name, value, expected
 ):
-    with raises_invalid(name, "evaluate does not use it"):
+    with raises_invalid(name, expected):
         evaluate.run(_evaluate_flags(data, trained["dual"], tmp_path, **{name: value}))
 
 
