@@ -72,6 +72,19 @@ def _randomised_dual(name):
     return dual
 
 
+# Methods whose inner-layer maps add no backend path beyond Grad-CAM's.
+SHARED_PATH_METHODS = (
+    "gradcamelementwise",
+    "eigencam",
+    "eigengradcam",
+    "kpcacam",
+    "fem",
+    "randomcam",
+    "sscam",
+    "iscam",
+)
+
+
 def _all_maps(dual, name):
     images = _images()
     maps = {}
@@ -79,6 +92,10 @@ def _all_maps(dual, name):
         for layer in LAYERS[name]:
             if method == "cam" and layer is not None:
                 continue  # CAM reads the head's weights: its input only.
+            if method in SHARED_PATH_METHODS and layer is not None:
+                # Same probe and gradient path as Grad-CAM at inner layers;
+                # their own math is checked at the head's input (CI time).
+                continue
             cam = kd.cams.get(method)(dual, layer=layer, **OPTIONS.get(method, {}))
             for branch in ("softmax", "sigmoid"):
                 maps[f"{method}|{layer}|{branch}"] = cam(images, branch=branch)
