@@ -307,6 +307,10 @@ class CAMEvaluation:
         fidelity_metrics: score Average Drop, Increase in Confidence and Average
             Gain (default True). False skips their model calls (the maps of
             k* are still made for `causal_metrics`).
+        one_pass: make every method's maps with `kd.cams.compute`, one
+            forward and one backward pass per branch shared by the gradient
+            methods (default True); False calls each method separately (the
+            same maps, slower: benchmarks/evaluate_speed.py).
         batch_offset: the index of this evaluation's first batch in a larger
             run of which it is one block (a shard, a device's or a worker's
             part), default 0: ROAD seeds each batch by its index in the
@@ -357,6 +361,7 @@ class CAMEvaluation:
         causal_options=None,
         keep_outcomes=True,
         fidelity_metrics=True,
+        one_pass=True,
         batch_offset=0,
     ):
         self.model = model
@@ -374,6 +379,7 @@ class CAMEvaluation:
         )
         self.keep_outcomes = check_bool(keep_outcomes, "keep_outcomes")
         self.fidelity_metrics = check_bool(fidelity_metrics, "fidelity_metrics")
+        self.one_pass = check_bool(one_pass, "one_pass")
         self.batch_offset = check_int(batch_offset, "batch_offset", minimum=0)
         for options in (self._box_options, self._mask_options):
             if "keep_outcomes" in options:
@@ -539,6 +545,14 @@ class CAMEvaluation:
 
     def _maps(self, images, class_index):
         """{method: {branch: (B, H, W) maps}} of `class_index`, passes shared."""
+        if not self.one_pass:
+            return {
+                method: {
+                    branch: self.cams[method](images, class_index, branch=branch)
+                    for branch in self.branches
+                }
+                for method in self.methods
+            }
         return cams.compute(
             self.model,
             images,

@@ -209,8 +209,12 @@ class BoxEvaluator:
             image: 504 bytes at the defaults), so that every metric can be
             recomputed, or bootstrapped, over any subset of the images.
         num_workers: threads scoring the maps of a batch in parallel
-            (OpenCV and NumPy release the GIL); default None: the cores
-            available to the process. The results do not depend on it.
+            (OpenCV and NumPy release the GIL for part of the work); None:
+            the cores available to the process. Default 1: on the 2-core
+            development machine 2 threads were slower (0.83x,
+            benchmarks/wsol_speed.py), since about 40% of the work holds the
+            GIL; try more on machines with many free cores. The results do
+            not depend on it.
 
     The state (`state()`, counts and per-image outcomes as plain arrays) can
     be saved (`save`), loaded (`load`, `from_state`) and merged (`merge`):
@@ -242,7 +246,7 @@ class BoxEvaluator:
         gt_box_mode="any",
         multi_contour=True,
         keep_outcomes=False,
-        num_workers=None,
+        num_workers=1,
     ):
         self.cam_thresholds = _checks.check_thresholds(
             cam_thresholds, "cam_thresholds", _default_thresholds()
@@ -439,7 +443,7 @@ class BoxEvaluator:
         return self.merge(state)
 
     @classmethod
-    def from_state(cls, state, num_workers=None):
+    def from_state(cls, state, num_workers=1):
         """A new BoxEvaluator with the configuration and counts of `state`.
 
         Args:

@@ -109,7 +109,10 @@ def test_box_num_workers_change_nothing():
         states.append(evaluator.state())
     assert_same_state(states[0], states[1])
     assert_same_state(states[0], states[2])
-    assert BoxEvaluator().num_workers == kd.metrics.wsol.available_cores()
+    assert BoxEvaluator().num_workers == 1
+    assert BoxEvaluator(num_workers=None).num_workers == (
+        kd.metrics.wsol.available_cores()
+    )
 
 
 @pytest.mark.parametrize("keep_outcomes", [False, True])
