@@ -6,7 +6,8 @@ off before TensorFlow is imported anywhere in the test session.
 The suite runs on TensorFlow (the default). With KERAS_BACKEND=jax or torch
 (in a venv without TensorFlow, as `.ci/run` does), only the PORTABLE test
 files below are collected: the model, CAM, loss, metric and figure tests that
-need no TensorFlow. Every other file tests a TensorFlow-only part (tf.data,
+need no TensorFlow (the keras.applications architectures run on TensorFlow
+only: cross_backend_test covers nested and inner layers on every backend). Every other file tests a TensorFlow-only part (tf.data,
 the training scripts, tf-keras-vis) or uses TensorFlow directly.
 """
 
@@ -27,7 +28,6 @@ import pytest  # noqa: E402
 PORTABLE = (
     "backends/cross_backend_test.py",
     "backends/model_test.py",
-    "cams/architectures_test.py",
     "cams/cam_test.py",
     "cams/golden_methods_test.py",
     "cams/golden_test.py",

@@ -59,7 +59,7 @@ from training.flags import flag  # noqa: E402
 BRANCHES = ("softmax", "sigmoid")
 # The costly Score-CAM relatives and AblationCAM (many forward passes per
 # image) are opt-in: name them, or --methods=all.
-COSTLY_METHODS = ("sscam", "iscam", "ablationcam")
+COSTLY_METHODS = kd.metrics.cam_evaluation.COSTLY_METHODS
 DEFAULT_METHODS = [m for m in kd.cams.NAMES if m not in COSTLY_METHODS]
 # The variants of the paper's tables (the quickstart's default).
 PAPER_METHODS = [

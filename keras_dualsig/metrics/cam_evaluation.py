@@ -45,6 +45,8 @@ MASK_METRICS = ("PxAP",)
 FIDELITY_METRICS = ("Average Drop", "Increase in Confidence")
 GAIN_METRIC = "Average Gain"
 PAIR_METRICS = pointing_game.PAIR_KEYS
+# Variants left out of the default `methods` (many forward passes per image).
+COSTLY_METHODS = ("sscam", "iscam", "ablationcam")
 # Optional causal metrics (`causal_metrics`), each with its result keys.
 CAUSAL_METRICS = {
     "road": ("ROAD MoRF", "ROAD LeRF", "ROAD combined"),
@@ -280,8 +282,10 @@ class CAMEvaluation:
     Args:
         model: a `kd.DualSigmoidModel`, or a plain Keras classifier (then
             `branches=("softmax",)`).
-        methods: CAM names of `kd.cams.get`; default every variant
-            (`kd.cams.NAMES`). They are the keys of `result()["methods"]`.
+        methods: CAM names of `kd.cams.get`; default None: every variant
+            of `kd.cams.NAMES` except the costly "sscam", "iscam" and
+            "ablationcam" (name them to get them). They are the keys of
+            `result()["methods"]`.
         branches: the heads whose maps are scored, default ("softmax",
             "sigmoid"): the baseline and the paper's branch.
         confidence: the fidelity confidence, as in
@@ -350,7 +354,7 @@ class CAMEvaluation:
     def __init__(
         self,
         model,
-        methods=cams.NAMES,
+        methods=None,
         *,
         branches=BRANCHES,
         confidence="softmax",
@@ -365,6 +369,8 @@ class CAMEvaluation:
         batch_offset=0,
     ):
         self.model = model
+        if methods is None:
+            methods = [m for m in cams.NAMES if m not in COSTLY_METHODS]
         self.methods = _check_methods(methods)
         is_dual = classifier_of(model).is_dual
         self.branches = _check_branches(branches, is_dual)

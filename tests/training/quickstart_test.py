@@ -7,7 +7,7 @@ import pytest
 from training import flags as flags_lib
 from training import quickstart
 
-METHODS = ["cam", "gradcam", "scorecam"]
+METHODS = ["gradcam", "scorecam"]
 
 
 @pytest.mark.slow
@@ -21,7 +21,7 @@ def test_quickstart_small(tmp_path):
             # Fewer epochs and methods than the main job: the pipeline, not
             # its numbers (the README's table comes from the full run).
             classifier_epochs=4,
-            sigmoid_epochs=2,
+            sigmoid_epochs=1,
             methods=METHODS,
         )
     )
