@@ -74,6 +74,17 @@ def _batches(values, root):
     return out
 
 
+def _update(evaluation, batch):
+    evaluation.update(
+        batch["images"],
+        batch["labels"],
+        boxes=batch["boxes"],
+        num_boxes=batch["num_boxes"],
+        masks=batch["masks"],
+        ignore=batch["ignore"],
+    )
+
+
 def run(values):
     """Times both paths on the same batches; returns the measurements."""
     with tempfile.TemporaryDirectory() as root:
@@ -92,28 +103,13 @@ def run(values):
     }
     # One batch each first: compiles every function outside the timing.
     for evaluation in paths.values():
-        batch = batches[0]
-        evaluation.update(
-            batch["images"],
-            batch["labels"],
-            boxes=batch["boxes"],
-            num_boxes=batch["num_boxes"],
-            masks=batch["masks"],
-            ignore=batch["ignore"],
-        )
+        _update(evaluation, batches[0])
         evaluation.reset()
     seconds = dict.fromkeys(paths, 0.0)
     for batch in batches:
         for name, evaluation in paths.items():
             start = time.perf_counter()
-            evaluation.update(
-                batch["images"],
-                batch["labels"],
-                boxes=batch["boxes"],
-                num_boxes=batch["num_boxes"],
-                masks=batch["masks"],
-                ignore=batch["ignore"],
-            )
+            _update(evaluation, batch)
             seconds[name] += time.perf_counter() - start
     slow = paths["per-method"].state()
     for name in ("one-pass", "one-pass + threads"):
