@@ -15,6 +15,23 @@ import numpy as np
 
 from keras_dualsig._errors import invalid
 
+
+class Saveable:
+    """`save` / `load` of an evaluator with `state()` and `load_state`."""
+
+    def save(self, path):
+        """Writes `state()` to a compressed NumPy archive (.npz).
+
+        `load` (or `merge`) on an evaluator of the same configuration reads
+        it back, e.g. to merge shards evaluated on different machines.
+        """
+        save(path, self.state())
+
+    def load(self, path):
+        """`load_state` from a file written by `save`; returns self."""
+        return self.load_state(path)
+
+
 # Tri-state flags ("not seen yet", False, True) as int8 arrays.
 UNSET = -1
 

@@ -251,7 +251,7 @@ def _check_masks(masks, ignore, shape):
     return masks, ignore
 
 
-class CAMEvaluation:
+class CAMEvaluation(_state.Saveable):
     """WSOL, fidelity and classification metrics of CAM variants on both branches.
 
     The protocol of Oh & Noh (BMVC 2025, arXiv:2511.05590), streamed batch by
@@ -815,15 +815,6 @@ class CAMEvaluation:
                     )
         return out
 
-    def save(self, path):
-        """Writes `state()` to a compressed NumPy archive (.npz).
-
-        `load` (or `merge`) on a CAMEvaluation of the same model, methods,
-        branches and options reads it back, e.g. to merge shards evaluated
-        on different machines.
-        """
-        _state.save(path, self.state())
-
     def load_state(self, state):
         """Replaces what was accumulated by a saved state; returns self.
 
@@ -837,10 +828,6 @@ class CAMEvaluation:
         """
         self.reset()
         return self.merge(state)
-
-    def load(self, path):
-        """`load_state` from a file written by `save`; returns self."""
-        return self.load_state(path)
 
     def merge(self, others):
         """Adds the images of other evaluations (or states); returns self.

@@ -161,7 +161,7 @@ def _check_masks(masks, shape, argument):
     return array.astype(bool)
 
 
-class BoxEvaluator:
+class BoxEvaluator(_state.Saveable):
     """Box accuracies of score maps against ground-truth boxes (WSOL).
 
     Reproduces clovaai/wsolevaluation (Choe et al., CVPR 2020), the protocol
@@ -464,14 +464,6 @@ class BoxEvaluator:
         )
         return evaluator.load_state(state)
 
-    def save(self, path):
-        """Writes `state()` to a compressed NumPy archive (.npz)."""
-        _state.save(path, self.state())
-
-    def load(self, path):
-        """`load_state` from a file written by `save`; returns self."""
-        return self.load_state(path)
-
     def merge(self, others):
         """Adds the images of other evaluators (or their states); returns self.
 
@@ -589,7 +581,7 @@ class BoxEvaluator:
         return results
 
 
-class MaskEvaluator:
+class MaskEvaluator(_state.Saveable):
     """Pixel average precision (PxAP) of score maps against masks.
 
     Reproduces wsolevaluation's MaskEvaluator (Choe et al., CVPR 2020), the
@@ -746,14 +738,6 @@ class MaskEvaluator:
             keep_outcomes=bool(state["keep_outcomes"]),
         )
         return evaluator.load_state(state)
-
-    def save(self, path):
-        """Writes `state()` to a compressed NumPy archive (.npz)."""
-        _state.save(path, self.state())
-
-    def load(self, path):
-        """`load_state` from a file written by `save`; returns self."""
-        return self.load_state(path)
 
     def merge(self, others):
         """Adds the pixels of other evaluators (or their states); returns self.
