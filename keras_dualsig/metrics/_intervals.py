@@ -65,7 +65,10 @@ def with_intervals(results, outcomes, *, level, num_resamples, seed):
 
     Args:
         results: `CAMEvaluation.result()` without intervals.
-        outcomes: `CAMEvaluation.outcomes()`.
+        outcomes: `CAMEvaluation.outcomes()` (a dict, e.g. read back from
+            `save_outcomes`), or the method `CAMEvaluation.outcomes` itself:
+            then each method's outcomes are unpacked in turn, and only one
+            method's are in memory at a time.
         level, num_resamples, seed: as `kd.metrics.bootstrap_interval`.
 
     Returns:
@@ -82,6 +85,15 @@ def with_intervals(results, outcomes, *, level, num_resamples, seed):
             array, statistic, num_resamples=num_resamples, seed=seed
         )
 
+    if callable(outcomes):
+        read = outcomes
+        outcomes = read(methods=())
+    else:
+
+        def read(methods):
+            del methods
+            return outcomes
+
     top1 = {
         branch: _interval(
             distribution(outcomes[f"top1_cls/{branch}"], _mean_statistic(100.0)),
@@ -96,13 +108,14 @@ def with_intervals(results, outcomes, *, level, num_resamples, seed):
             out["top1_cls CI"] = top1
     out["methods"] = {}
     for method, by_branch in results["methods"].items():
+        method_outcomes = read(methods=(method,))
         out["methods"][method] = {}
         distributions = {}
         for branch, entry in by_branch.items():
             prefix = f"methods/{method}/{branch}/"
             new_entry = {}
             for metric, value in entry.items():
-                found = distribution(*_inputs(outcomes, prefix, metric))
+                found = distribution(*_inputs(method_outcomes, prefix, metric))
                 distributions[branch, metric] = found
                 new_entry[metric] = value
                 new_entry[f"{metric} CI"] = _interval(found, level)

@@ -730,7 +730,7 @@ class CAMEvaluation(_state.Saveable):
             )
         return _intervals.with_intervals(
             results,
-            self.outcomes(),
+            self.outcomes,
             level=level,
             num_resamples=num_resamples,
             seed=seed,
@@ -878,8 +878,14 @@ class CAMEvaluation(_state.Saveable):
                         values.extend(_state.parts(theirs[group + suffix + name]))
         return self
 
-    def outcomes(self):
+    def outcomes(self, methods=None):
         """Every image's outcome of every metric, as plain arrays.
+
+        Args:
+            methods: None (every method), or the methods whose per-image
+                arrays are given (the other keys are always there); the
+                intervals read one method at a time, so that only one
+                method's unpacked outcomes are in memory at once.
 
         Keys ("<m>/<b>" stands for "methods/<method>/<branch>"):
 
@@ -923,6 +929,8 @@ class CAMEvaluation(_state.Saveable):
         for branch in self.branches:
             out[f"top1_cls/{branch}"] = _concatenate(self._correct[branch], bool)
         for key in self._keys():
+            if methods is not None and key[0] not in methods:
+                continue
             prefix = "methods/{}/{}/".format(*key)
             names = list(self._metric_names())
             if self._given["boxes"]:

@@ -333,3 +333,30 @@ def test_options_and_errors(dual, batches):
     for kwargs, argument, fragment in cases:
         with raises_invalid(argument, fragment):
             CAMEvaluation(dual, ["gradcam"], **kwargs)
+
+
+def test_intervals_from_a_saved_outcome_file_equal_the_evaluations(
+    evaluation, tmp_path
+):
+    """The intervals read one method's outcomes at a time; a saved file gives all."""
+    from keras_dualsig.metrics import _intervals
+
+    path = tmp_path / "outcomes.npz"
+    evaluation.save_outcomes(path)
+    with np.load(path) as saved:
+        from_file = _intervals.with_intervals(
+            evaluation.result(),
+            dict(saved),
+            level=0.95,
+            num_resamples=100,
+            seed=5,
+        )
+    assert from_file == evaluation.result(intervals=True, num_resamples=100, seed=5)
+    # outcomes(methods=...) gives the chosen methods' per-image arrays only.
+    only = evaluation.outcomes(methods=("gradcam",))
+    every = evaluation.outcomes()
+    assert set(only) == {
+        k for k in every if not k.startswith("methods/") or "/gradcam/" in k
+    }
+    none = evaluation.outcomes(methods=())
+    assert not any(k.startswith("methods/") for k in none)
