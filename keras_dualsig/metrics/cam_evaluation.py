@@ -16,6 +16,8 @@ test on two-object images (`update_pairs`).
 """
 
 import inspect
+import os
+import zipfile
 
 import numpy as np
 
@@ -962,13 +964,29 @@ class CAMEvaluation(_state.Saveable):
         those arrays.
 
         Args:
-            path: the file to write (np.savez_compressed adds ".npz" when the
-                name lacks it).
+            path: the file to write (".npz" is added when the name lacks
+                it, as np.savez_compressed does).
 
         Raises:
             ValueError: when the evaluation does not keep outcomes.
         """
-        np.savez_compressed(path, **self.outcomes())
+        path = os.fspath(path)
+        if not path.endswith(".npz"):
+            path += ".npz"
+        # One method's arrays at a time (the archive format of np.savez):
+        # memory holds one method's unpacked outcomes, not every method's.
+        groups = [(), *[(method,) for method in self.methods]]
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+            written = set()
+            for methods in groups:
+                for key, array in self.outcomes(methods=methods).items():
+                    if key in written:
+                        continue
+                    written.add(key)
+                    with zf.open(key + ".npy", "w", force_zip64=True) as f:
+                        np.lib.format.write_array(
+                            f, np.asanyarray(array), allow_pickle=False
+                        )
 
 
 def _concatenate(parts, dtype):

@@ -344,6 +344,12 @@ def test_intervals_from_a_saved_outcome_file_equal_the_evaluations(
     path = tmp_path / "outcomes.npz"
     evaluation.save_outcomes(path)
     with np.load(path) as saved:
+        # Written one method at a time: the same arrays as outcomes().
+        every = evaluation.outcomes()
+        assert sorted(saved.files) == sorted(every)
+        for key, array in every.items():
+            np.testing.assert_array_equal(saved[key], array)
+            assert saved[key].dtype == array.dtype
         from_file = _intervals.with_intervals(
             evaluation.result(),
             dict(saved),
