@@ -4,4 +4,5 @@
 - `models`: the `.keras` round-trip check.
 - `data`: tiny datasets on disk (wsolevaluation layouts, the embedded dataset).
 - `wsol_reference`: an independent re-derivation of wsolevaluation's metrics.
+- `maps`: random CAM-like score maps and GT boxes.
 """

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 from helpers.errors import raises_invalid
+from helpers.maps import blob_maps, random_boxes
 from helpers.wsol_reference import (
     ReferenceBoxEvaluator,
     ReferenceMaskEvaluator,
@@ -31,27 +32,6 @@ from keras_dualsig.metrics import (
 
 SIZE, CLASSES = 12, 3
 THRESHOLDS = np.linspace(0, 1, 21)
-
-
-def blob_maps(rng, count, size):
-    """Smooth random maps in [0, 1]: a few Gaussian blobs each."""
-    y, x = np.mgrid[0:size, 0:size]
-    maps = np.zeros((count, size, size))
-    for index in range(count):
-        for cy, cx, s in rng.uniform([0, 0, 1], [size, size, 4], (3, 3)):
-            maps[index] += np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * s * s))
-        maps[index] /= maps[index].max()
-    return maps.astype(np.float32)
-
-
-def random_boxes(rng, count, size):
-    boxes = []
-    for _ in range(count):
-        x0, y0 = rng.integers(0, size - 4, 2)
-        x1 = min(size, x0 + rng.integers(3, size))  # x1 = width allowed
-        y1 = min(size - 1, y0 + rng.integers(3, size))
-        boxes.append(np.array([[x0, y0, x1, y1]]))
-    return boxes
 
 
 def test_box_outcomes_image_by_image():

@@ -1,7 +1,6 @@
 """Tests of training/evaluate.py on a tiny real dataset."""
 
 import json
-import os
 
 import keras
 import numpy as np
@@ -9,28 +8,15 @@ import pytest
 from helpers.errors import raises_invalid
 
 import keras_dualsig as kd
-from training import evaluate, models
+from training import evaluate
 from training import flags as flags_lib
 
 METHODS = ["cam", "gradcam", "scorecam"]
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    info = kd.datasets.cluttered_mnist(
-        root=tmp_path_factory.mktemp("data"),
-        num_train=16,
-        num_val=8,
-        num_test=12,
-        image_size=56,
-    )
-    model_dir = tmp_path_factory.mktemp("model")
-    keras.utils.set_random_seed(0)
-    dual = kd.dual_sigmoid(kd.small_cnn(10, (56, 56, 3), width=8))
-    path = os.path.join(model_dir, "dual_sigmoid.keras")
-    dual.save(path)
-    models.write_model_info(str(model_dir), arch="small_cnn", image_size=56)
-    return info, path
+def setup(evaluate_setup):
+    return evaluate_setup  # tests/training/conftest.py
 
 
 def _run(setup, tmp_path, localization, **overrides):
